@@ -1,0 +1,138 @@
+"""The `harness` command line (DESIGN.md fixes its commands and exit codes)."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import click
+from rich.console import Console
+from rich.markup import escape
+
+from harness import __version__
+from harness.errors import ExitCode, HarnessError
+
+_err = Console(stderr=True, highlight=False)
+
+
+def _out() -> Console:
+    """stdout; 120 columns when it is a pipe or CI log (rich would assume 80 and truncate)."""
+    return Console(highlight=False, width=None if sys.stdout.isatty() else 120)
+
+
+class _Commands(click.Group):
+    """Loads `sim` only when asked for: its server imports aiohttp (and ssl), which must
+    not happen before `run` lets gevent patch the standard library."""
+
+    def list_commands(self, ctx: click.Context) -> list[str]:
+        return sorted([*super().list_commands(ctx), "sim"])
+
+    def get_command(self, ctx: click.Context, cmd_name: str) -> click.Command | None:
+        if cmd_name == "sim":
+            from harness.sim.command import sim
+
+            return sim
+        return super().get_command(ctx, cmd_name)
+
+
+@click.group(cls=_Commands, context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(__version__, prog_name="harness")
+def cli() -> None:
+    """Performance testing and SLO verification for LLM serving."""
+
+
+@cli.command()
+@click.argument("scenario", type=click.Path(path_type=Path, dir_okay=False))
+@click.option("--target", "target_url", help="OpenAI base URL, e.g. http://host:8000/v1")
+@click.option("--model", help="model name to request (default: scenario, else first listed)")
+@click.option(
+    "--policy",
+    "policy_file",
+    type=click.Path(path_type=Path, dir_okay=False),
+    help="SLO policy file (default: the one the scenario names)",
+)
+@click.option(
+    "--out",
+    type=click.Path(path_type=Path, file_okay=False),
+    default=Path("results"),
+    show_default=True,
+    help="folder that receives the run folder",
+)
+@click.option(
+    "--set",
+    "overrides",
+    multiple=True,
+    metavar="KEY=VALUE",
+    help="override a scenario key, e.g. --set load.duration_s=30",
+)
+def run(
+    scenario: Path,
+    target_url: str | None,
+    model: str | None,
+    policy_file: Path | None,
+    out: Path,
+    overrides: tuple[str, ...],
+) -> None:
+    """Drive load, judge the run against the policy, write results/<run-id>/."""
+    from harness.judge import exit_code
+    from harness.pipeline import RunRequest, execute
+    from harness.report.table import print_verdict
+
+    req = RunRequest(
+        scenario_file=scenario,
+        overrides=overrides,
+        target_url=target_url,
+        model=model,
+        policy_file=policy_file,
+        out=out,
+    )
+    result = execute(req)
+    console = _out()
+    print_verdict(result.verdict, console)
+    console.print(f"results: {result.run_dir}", soft_wrap=True)
+    sys.exit(int(exit_code(result.verdict.decision)))
+
+
+@cli.command()
+@click.argument("run_dir", type=click.Path(path_type=Path, file_okay=False))
+@click.option(
+    "--policy",
+    "policy_file",
+    type=click.Path(path_type=Path, dir_okay=False),
+    help="judge against this policy instead of the one stored with the run",
+)
+def evaluate(run_dir: Path, policy_file: Path | None) -> None:
+    """Re-judge a stored run (rewrites verdict.json, summary.md, junit.xml)."""
+    from harness.config import validate
+    from harness.judge import exit_code
+    from harness.pipeline import judge_run
+    from harness.policy import Policy, load_policy
+    from harness.report.table import print_verdict
+    from harness.results import MANIFEST_NAME, read_manifest
+
+    if policy_file is not None:
+        policy = load_policy(policy_file)
+    else:
+        manifest = read_manifest(run_dir)
+        policy = validate(Policy, manifest.policy, str(run_dir / MANIFEST_NAME) + " (policy)")
+    verdict = judge_run(run_dir, policy)
+    print_verdict(verdict, _out())
+    sys.exit(int(exit_code(verdict.decision)))
+
+
+def main(argv: list[str] | None = None) -> None:
+    """Entry point: HarnessErrors become one line on stderr and their exit code."""
+    try:
+        cli.main(args=argv, prog_name="harness", standalone_mode=False)
+    except HarnessError as exc:
+        _err.print(f"[bold red]error:[/] {escape(str(exc))}", markup=True, soft_wrap=True)
+        sys.exit(int(exc.exit_code))
+    except click.exceptions.Abort:
+        _err.print("aborted")
+        sys.exit(130)
+    except click.ClickException as exc:
+        exc.show()
+        sys.exit(int(ExitCode.USAGE))
+    except KeyboardInterrupt:
+        _err.print("interrupted: records written so far are kept in the run folder")
+        sys.exit(130)

@@ -1,0 +1,45 @@
+"""Exit codes and the errors that map onto them (DESIGN.md, "Exit codes")."""
+
+from __future__ import annotations
+
+import enum
+
+
+class ExitCode(enum.IntEnum):
+    """The process exit status CI scripts branch on."""
+
+    PASS = 0
+    FAIL = 1
+    USAGE = 2
+    INCONCLUSIVE = 3
+    INVALID = 4
+
+
+class HarnessError(Exception):
+    """An error the CLI reports in one line, without a traceback."""
+
+    exit_code: ExitCode = ExitCode.USAGE
+
+
+class ConfigError(HarnessError):
+    """A scenario or policy file that cannot be used: names file, key path and expectation."""
+
+    exit_code = ExitCode.USAGE
+
+    def __init__(self, file: str, problems: list[tuple[str, str]]) -> None:
+        self.file = file
+        self.problems = problems
+        lines = [f"{file}: {path or '<top level>'}: {msg}" for path, msg in problems]
+        super().__init__("\n".join(lines))
+
+
+class TargetUnreachable(HarnessError):
+    """The target could not be reached before load started: the run is invalid."""
+
+    exit_code = ExitCode.INVALID
+
+
+class ResultsError(HarnessError):
+    """A run folder that is missing, damaged or of an unknown schema version."""
+
+    exit_code = ExitCode.USAGE

@@ -1,0 +1,319 @@
+"""Locust at the edge: one driver user per load generator, a greenlet per request.
+
+Locust has no open-loop arrival model, so the driver sleeps to absolute Poisson times
+and spawns a greenlet per arrival (capped by a semaphore); closed loop is N greenlets
+that each send their next request when the last ends. Every request becomes one
+RequestRecord at once, handed to the sink (which appends it to disk). Locust's own
+request event gets the end-to-end time for its UI, never for verdicts.
+"""
+
+from __future__ import annotations
+
+import itertools
+import socket
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any, ClassVar
+
+import gevent
+from gevent.event import Event
+from gevent.lock import BoundedSemaphore
+from gevent.pool import Group
+from geventhttpclient.response import HTTPConnectionClosed, HTTPParseError
+from geventhttpclient.url import URL
+from locust import FastHttpUser, constant, task
+from locust.env import Environment
+from locust.exception import StopUser
+
+from harness.openai_api import Endpoint, request_body
+from harness.prompts import SyntheticPrompts
+from harness.records import ErrorClass, Phase, RequestRecord
+from harness.results import Timeline
+from harness.scenario import ClosedLoop, PoissonArrivals, Scenario
+from harness.schedule import poisson_offsets
+from harness.sse import StreamState, parse_completion
+from harness.streaming import RawStream
+
+Sink = Callable[[RequestRecord], None]
+
+_CONNECT_ERRORS = (ConnectionError, socket.gaierror, HTTPConnectionClosed)
+
+
+class _Deadline(Exception):
+    """The whole-request deadline passed (distinct from gevent.Timeout used elsewhere)."""
+
+
+@dataclass(frozen=True, slots=True)
+class LoadPlan:
+    """Everything the driver needs, derived from the scenario (which is never rewritten)."""
+
+    scenario: Scenario
+    endpoint: Endpoint
+    model: str
+    worker: str = "local"
+
+
+@dataclass(slots=True)
+class _RunState:
+    sink: Sink
+    finished: Event = field(default_factory=Event)
+    timeline: Timeline | None = None
+    sent: int = 0
+    cut_at_drain: int = 0
+    failure: BaseException | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class LoadOutcome:
+    """What the load phase did, for the manifest."""
+
+    timeline: Timeline
+    sent: int
+    cut_at_drain: int
+
+
+class _Driver(FastHttpUser):
+    """Runs a whole schedule from its single task; configured by a generated subclass."""
+
+    abstract = True
+    wait_time = constant(0)
+    plan: ClassVar[LoadPlan]
+    state: ClassVar[_RunState]
+
+    @task
+    def drive(self) -> None:
+        try:
+            _Schedule(self).run()
+        except BaseException as exc:  # surfaced by run_load; never lost in Locust's logs
+            self.state.failure = exc
+        finally:
+            self.state.finished.set()
+        raise StopUser()
+
+
+class _Schedule:
+    """One run of the scenario's load from inside the driver greenlet."""
+
+    def __init__(self, user: _Driver) -> None:
+        self.user = user
+        self.plan = user.plan
+        sc = self.plan.scenario
+        self.prompts = SyntheticPrompts(sc.workload.seed, sc.workload.prompt_tokens)
+        ep = self.plan.endpoint
+        self.http = user.client.client.clientpool.get_client(URL(ep.base_url + ep.path))
+        self.group = Group()
+
+    def run(self) -> None:
+        load = self.plan.scenario.load
+        wall_start = time.time()
+        self.t_start = time.monotonic()
+        self.measure_start = self.t_start + load.warmup_s
+        self.measure_end = self.measure_start + load.duration_s
+        arrival = load.arrival
+        if isinstance(arrival, PoissonArrivals):
+            self._open_loop(arrival)
+        else:
+            self._closed_loop(arrival)
+        self._drain(load.drain_timeout_s)
+        self.user.state.timeline = Timeline(
+            wall_start=wall_start,
+            t_start=self.t_start,
+            measure_start=self.measure_start,
+            measure_end=self.measure_end,
+            t_end=time.monotonic(),
+            wall_end=time.time(),
+        )
+
+    def _open_loop(self, arrival: PoissonArrivals) -> None:
+        sem = BoundedSemaphore(arrival.max_concurrency)
+        horizon = self.measure_end - self.t_start
+        seed = self.plan.scenario.workload.seed
+        limit = self.plan.scenario.load.max_requests
+        for index, offset in enumerate(poisson_offsets(arrival.rate, horizon, seed, limit)):
+            intended = self.t_start + offset
+            delay = intended - time.monotonic()
+            if delay > 0:
+                gevent.sleep(delay)
+            self.group.spawn(self._capped, sem, index, intended)
+
+    def _capped(self, sem: BoundedSemaphore, index: int, intended: float) -> None:
+        with sem:
+            self._one(index, intended)
+
+    def _closed_loop(self, arrival: ClosedLoop) -> None:
+        counter = itertools.count()
+        limit = self.plan.scenario.load.max_requests
+
+        def user_loop() -> None:
+            while time.monotonic() < self.measure_end:
+                index = next(counter)
+                if limit is not None and index >= limit:
+                    return
+                self._one(index, None)
+
+        for _ in range(arrival.users):
+            self.group.spawn(user_loop)
+        # Sleep through the window; the users stop themselves at measure_end.
+        self.group.join(timeout=max(0.0, self.measure_end - time.monotonic()))
+
+    def _drain(self, timeout_s: float) -> None:
+        deadline = max(time.monotonic(), self.measure_end) + timeout_s
+        self.group.join(timeout=max(0.0, deadline - time.monotonic()))
+        if len(self.group):
+            self.user.state.cut_at_drain += len(self.group)
+            self.group.kill(block=True, timeout=10)
+
+    def _one(self, index: int, intended: float | None) -> None:
+        self.user.state.sent += 1
+        record = send_request(self, index, intended)
+        self.user.state.sink(record)
+        ev = self.user.environment.events.request
+        ev.fire(
+            request_type="POST",
+            name=f"{self.plan.scenario.target.api} (e2e)",
+            response_time=(record.t_done - record.t_sent) * 1000.0,
+            response_length=record.output_tokens or 0,
+            exception=None if record.ok else Exception(f"{record.error}: {record.error_detail}"),
+            context={},
+        )
+
+    def phase_of(self, ref: float) -> Phase:
+        return "warmup" if ref < self.measure_start else "measure"
+
+
+def send_request(sched: _Schedule, index: int, intended: float | None) -> RequestRecord:
+    """Send one request and time every content line; always returns a record."""
+    plan = sched.plan
+    sc = plan.scenario
+    ep = plan.endpoint
+    body = request_body(sc, plan.model, sched.prompts.prompt(index))
+    state = StreamState()
+    status: int | None = None
+    error: ErrorClass | None = None
+    detail = ""
+    stream: RawStream | None = None
+    got_headers = False
+    wall_sent = time.time()
+    t_sent = time.monotonic()
+    try:
+        with gevent.Timeout(sc.target.request_timeout_s, _Deadline):
+            stream = RawStream(sched.http.request("POST", ep.path, body=body, headers=ep.headers))
+            got_headers = True
+            status = stream.status
+            if not 200 <= status < 300:
+                text = stream.read_all(2048).decode("utf-8", "replace")
+                error, detail = ErrorClass.HTTP_STATUS, f"HTTP {status}: {text[:200]}"
+            elif sc.target.stream:
+                while True:
+                    line = stream.readline()
+                    now = time.monotonic()
+                    if not line:
+                        break
+                    state.feed(line, now)
+                    if state.error is not None or state.done:
+                        break
+                state.finish()
+                error, detail = state.error, state.error_detail
+            else:
+                raw = stream.read_all()
+                now = time.monotonic()
+                state.prompt_tokens, state.output_tokens, has, problem = parse_completion(raw)
+                if has:
+                    state.chunk_times.append(now)
+                else:
+                    error, detail = ErrorClass.MALFORMED_CHUNK, problem
+    except _Deadline:
+        error, detail = (
+            ErrorClass.TIMEOUT,
+            f"no complete answer within {sc.target.request_timeout_s:g} s",
+        )
+    except gevent.GreenletExit:
+        _record_and_abort(sched, stream)
+        sched.user.state.sink(
+            _record(sched, index, intended, wall_sent, t_sent, state, status,
+                    ErrorClass.INCOMPLETE, "cut at the end of the drain timeout")
+        )  # fmt: skip
+        raise
+    except TimeoutError as exc:
+        error, detail = ErrorClass.TIMEOUT, f"network timeout: {exc}"
+    except _CONNECT_ERRORS as exc:
+        kind = ErrorClass.BROKEN_STREAM if got_headers else ErrorClass.CONNECT
+        error, detail = kind, f"{type(exc).__name__}: {exc}"
+    except HTTPParseError as exc:
+        kind = ErrorClass.BROKEN_STREAM if got_headers else ErrorClass.CONNECT
+        error, detail = kind, f"HTTP parse error: {exc}"
+    except OSError as exc:
+        kind = ErrorClass.BROKEN_STREAM if got_headers else ErrorClass.CONNECT
+        error, detail = kind, f"{type(exc).__name__}: {exc}"
+    if error is not None or (stream is not None and not state.done and sc.target.stream):
+        _record_and_abort(sched, stream)
+    return _record(sched, index, intended, wall_sent, t_sent, state, status, error,
+                   ep.redact(detail))  # fmt: skip
+
+
+def _record_and_abort(sched: _Schedule, stream: RawStream | None) -> None:
+    if stream is not None:
+        stream.abort()
+
+
+def _record(
+    sched: _Schedule,
+    index: int,
+    intended: float | None,
+    wall_sent: float,
+    t_sent: float,
+    state: StreamState,
+    status: int | None,
+    error: ErrorClass | None,
+    detail: str,
+) -> RequestRecord:
+    chunks = tuple(state.chunk_times)
+    return RequestRecord(
+        request_id=index,
+        worker=sched.plan.worker,
+        phase=sched.phase_of(intended if intended is not None else t_sent),
+        stream=sched.plan.scenario.target.stream,
+        wall_sent=wall_sent,
+        t_intended=intended,
+        t_sent=t_sent,
+        t_first=chunks[0] if chunks else None,
+        t_last=chunks[-1] if chunks else None,
+        t_done=time.monotonic(),
+        chunk_times=chunks,
+        prompt_tokens=state.prompt_tokens,
+        output_tokens=state.output_tokens,
+        status=status,
+        error=error,
+        error_detail=detail,
+    )
+
+
+def run_load(plan: LoadPlan, sink: Sink) -> LoadOutcome:
+    """Drive the scenario's load through Locust (as a library) and return the timeline."""
+    sc = plan.scenario
+    arrival = sc.load.arrival
+    concurrency = arrival.max_concurrency if isinstance(arrival, PoissonArrivals) else arrival.users
+    state = _RunState(sink=sink)
+    attrs: dict[str, Any] = {
+        "host": plan.endpoint.base_url,
+        "concurrency": concurrency,  # one connection per in-flight request: no hidden queue
+        "connection_timeout": sc.target.connect_timeout_s,
+        "network_timeout": sc.target.read_timeout_s,
+        "plan": plan,
+        "state": state,
+    }
+    user_cls = type("OpenAIDriver", (_Driver,), attrs)
+    env = Environment(user_classes=[user_cls])
+    runner = env.create_local_runner()
+    budget = sc.load.warmup_s + sc.load.duration_s + sc.load.drain_timeout_s + 60.0
+    try:
+        runner.start(1, spawn_rate=1)
+        state.finished.wait(timeout=budget)
+    finally:
+        runner.quit()
+    if state.failure is not None:
+        raise state.failure
+    if state.timeline is None:
+        raise RuntimeError(f"load did not finish within {budget:.0f} s")
+    return LoadOutcome(timeline=state.timeline, sent=state.sent, cut_at_drain=state.cut_at_drain)

@@ -1,0 +1,168 @@
+"""`harness run` and `harness evaluate` as a chain of small steps, each testable alone.
+
+load scenario -> load policy -> resolve target -> run load (records to disk as they come)
+-> consolidate -> judge -> write reports. Each step raises a HarnessError with its exit code.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+from harness.errors import ResultsError
+from harness.policy import Policy, load_policy
+from harness.recordlog import RecordLog, consolidate, read_table
+from harness.results import Manifest, Timeline, new_run_dir, read_manifest
+from harness.scenario import Scenario, load_scenario, policy_path
+from harness.target import ResolvedTarget, resolve, simulator
+from harness.verdict import Verdict
+
+
+@dataclass(frozen=True, slots=True)
+class RunRequest:
+    """What the user asked for on the command line."""
+
+    scenario_file: Path
+    overrides: tuple[str, ...] = ()
+    target_url: str | None = None
+    model: str | None = None
+    policy_file: Path | None = None
+    out: Path = Path("results")
+
+
+@dataclass(frozen=True, slots=True)
+class RunResult:
+    run_dir: Path
+    verdict: Verdict
+
+
+def load_inputs(req: RunRequest) -> tuple[Scenario, Path, Policy]:
+    """Step 1-2: the scenario (with --set overrides) and the policy it names (or --policy)."""
+    scenario = load_scenario(req.scenario_file, list(req.overrides))
+    pfile = req.policy_file or policy_path(req.scenario_file, scenario)
+    return scenario, pfile, load_policy(pfile)
+
+
+@contextlib.contextmanager
+def target_for(req: RunRequest, scenario: Scenario) -> Iterator[ResolvedTarget]:
+    """Step 3: the URL given (flag, then scenario) or a built-in simulator started for the run."""
+    from harness.openai_api import endpoint_for
+
+    url = req.target_url or scenario.target.url
+    model = req.model or scenario.target.model
+    timeout = scenario.target.connect_timeout_s
+    if url is not None:
+        url = url.rstrip("/")
+        yield resolve(url, endpoint_for(scenario, url), model, timeout)
+        return
+    with simulator(scenario.target.sim) as sim_url:
+        yield resolve(
+            sim_url,
+            endpoint_for(scenario, sim_url),
+            model,
+            timeout,
+            kind="simulator",
+            simulator=dict(scenario.target.sim),
+        )
+
+
+def execute(req: RunRequest) -> RunResult:
+    """Run a scenario end to end and judge it; the run folder holds everything."""
+    scenario, pfile, policy = load_inputs(req)
+    with target_for(req, scenario) as target:
+        run_dir, manifest = _open_run(req, scenario, pfile, policy, target)
+        log = RecordLog(run_dir)
+        try:
+            outcome = _drive(scenario, target, log)
+        except BaseException:
+            log.close()
+            manifest.status = "aborted"
+            manifest.records = log.count
+            manifest.write(run_dir)
+            consolidate(run_dir)
+            raise
+        log.close()
+    manifest.status = "complete"
+    manifest.timeline = outcome.timeline
+    manifest.records = log.count
+    if outcome.cut_at_drain:
+        manifest.notes.append(
+            f"{outcome.cut_at_drain} request(s) still running at the end of the drain "
+            f"timeout ({scenario.load.drain_timeout_s:g} s) were cut and count as errors"
+        )
+    consolidate(run_dir)
+    manifest.write(run_dir)
+    verdict = judge_run(run_dir, policy)
+    return RunResult(run_dir=run_dir, verdict=verdict)
+
+
+def _open_run(
+    req: RunRequest, scenario: Scenario, pfile: Path, policy: Policy, target: ResolvedTarget
+) -> tuple[Path, Manifest]:
+    _, run_dir = new_run_dir(req.out, scenario.name)
+    manifest = Manifest(
+        run_id=run_dir.name,
+        scenario_file=str(req.scenario_file),
+        scenario=scenario.model_dump(mode="json", by_alias=True),
+        policy_file=str(pfile),
+        policy=policy.model_dump(mode="json", by_alias=True),
+        target=target.manifest(),
+    )
+    manifest.write(run_dir)
+    return run_dir, manifest
+
+
+def _drive(scenario: Scenario, target: ResolvedTarget, log: RecordLog) -> _Outcome:
+    from harness.loadgen import LoadPlan, run_load  # imports locust: gevent patches here
+    from harness.openai_api import endpoint_for
+
+    plan = LoadPlan(
+        scenario=scenario, endpoint=endpoint_for(scenario, target.url), model=target.model
+    )
+    out = run_load(plan, log.write)
+    return _Outcome(out.timeline, out.cut_at_drain)
+
+
+@dataclass(frozen=True, slots=True)
+class _Outcome:
+    timeline: Timeline
+    cut_at_drain: int
+
+
+def judge_run(run_dir: Path, policy: Policy, write: bool = True) -> Verdict:
+    """Re-judge a stored run (also the last step of `run`); writes the reports."""
+    from harness.analysis import analyse
+    from harness.judge import evaluate
+    from harness.report.files import write_reports
+
+    manifest = read_manifest(run_dir)
+    table = read_table(run_dir)
+    invalid = None
+    if manifest.timeline is None:
+        measure_start, measure_end = _window_from_records(table)
+        invalid_note = "the run did not finish (killed or aborted): judged on what reached disk"
+        if invalid_note not in manifest.notes:
+            manifest.notes.append(invalid_note)
+    else:
+        measure_start = manifest.timeline.measure_start
+        measure_end = manifest.timeline.measure_end
+    metrics = analyse(table, measure_start, measure_end, policy.goodput)
+    verdict = evaluate(policy, metrics, invalid_reason=invalid)
+    if write:
+        write_reports(run_dir, verdict)
+    return verdict
+
+
+def _window_from_records(table: object) -> tuple[float, float]:
+    import pyarrow as pa
+    import pyarrow.compute as pc
+
+    assert isinstance(table, pa.Table)
+    measured = table.filter(pc.equal(table["phase"], "measure"))
+    if measured.num_rows == 0:
+        raise ResultsError("the run has no measured requests to judge")
+    start = pc.min(measured["t_sent"]).as_py()
+    end = pc.max(measured["t_done"]).as_py()
+    return float(start), float(end)

@@ -1,0 +1,144 @@
+"""SLO policy files (slo/*.yaml): objectives the judge checks a run against."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+from pydantic import Field, ValidationInfo, field_validator, model_validator
+
+from harness.config import StrictModel, read_yaml, validate
+from harness.metrics import METRICS, MetricDef, check_stat
+from harness.quantity import parse_quantity
+
+
+class Band(StrictModel):
+    """A target range, e.g. GPU utilization 60-80 %."""
+
+    min: float = Field(description="lower bound of the target range (base unit)")
+    max: float = Field(description="upper bound of the target range (base unit)")
+
+
+class Objective(StrictModel):
+    """One SLO: a metric's statistic compared against a target and an alert threshold."""
+
+    name: str = Field(min_length=1, description="short unique name shown in reports")
+    metric: str = Field(description="a metric declared in harness.metrics")
+    stat: str = Field(description="p50, p99, p99.9, mean, max, min (distributions) or value")
+    target: float | Band = Field(
+        description="PASS bound: an upper bound for lower-is-better metrics, a lower bound for "
+        "higher-is-better ones, or a {min, max} band"
+    )
+    alert: float | None = Field(
+        default=None, description="FAIL bound beyond the target, in the metric's bad direction"
+    )
+    critical: bool = Field(default=True, description="critical objectives veto promotion")
+    min_samples: int = Field(
+        default=1, ge=1, description="fewer samples than this make the objective INCONCLUSIVE"
+    )
+    description: str = ""
+
+    @field_validator("metric")
+    @classmethod
+    def _known_metric(cls, value: str) -> str:
+        if value not in METRICS:
+            raise ValueError(f"unknown metric; expected one of: {', '.join(sorted(METRICS))}")
+        return value
+
+    @property
+    def definition(self) -> MetricDef:
+        return METRICS[self.metric]
+
+    @model_validator(mode="before")
+    @classmethod
+    def _parse_quantities(cls, data: Any) -> Any:
+        if not isinstance(data, dict) or data.get("metric") not in METRICS:
+            return data
+        dim = METRICS[data["metric"]].dimension
+        out = dict(data)
+        for key in ("target", "alert"):
+            raw = out.get(key)
+            if raw is None:
+                continue
+            if isinstance(raw, dict) and key == "target":
+                band = dict(raw)
+                for side in ("min", "max"):
+                    if side in band:
+                        band[side] = _quantity(band[side], dim, f"target.{side}")
+                out[key] = band
+            else:
+                out[key] = _quantity(raw, dim, key)
+        return out
+
+    @model_validator(mode="after")
+    def _consistent(self) -> Objective:
+        problem = check_stat(self.definition, self.stat)
+        if problem:
+            raise ValueError(f"stat {self.stat!r}: {problem}")
+        better = self.definition.better
+        if isinstance(self.target, Band):
+            if self.target.min > self.target.max:
+                raise ValueError("target band: min must not exceed max")
+            edge = self.target.max if better == "lower" else self.target.min
+        else:
+            edge = self.target
+        if self.alert is not None:
+            if better == "lower" and self.alert < edge:
+                raise ValueError(
+                    f"alert ({self.alert:g}) must not be below the target ({edge:g}): "
+                    f"lower is better for {self.metric}"
+                )
+            if better == "higher" and self.alert > edge:
+                raise ValueError(
+                    f"alert ({self.alert:g}) must not be above the target ({edge:g}): "
+                    f"higher is better for {self.metric}"
+                )
+        return self
+
+
+def _quantity(raw: Any, dim: Any, key: str) -> float:
+    try:
+        return parse_quantity(raw, dim)
+    except ValueError as exc:
+        raise ValueError(f"{key}: {exc}") from None
+
+
+class Policy(StrictModel):
+    """A named set of objectives, plus the per-request SLOs that define goodput."""
+
+    schema_version: Literal[1] = Field(default=1, alias="schema", description="file format version")
+    name: str = Field(min_length=1)
+    description: str = ""
+    goodput: dict[str, float] = Field(
+        default_factory=dict,
+        description="per-request SLOs for goodput, e.g. {ttft: 500ms, e2el: 2s}; "
+        "a request counts when it succeeded and meets every one",
+    )
+    objectives: Annotated[list[Objective], Field(min_length=1)]
+
+    @field_validator("goodput", mode="before")
+    @classmethod
+    def _goodput_quantities(cls, value: Any, info: ValidationInfo) -> Any:
+        if not isinstance(value, dict):
+            return value
+        out: dict[str, float] = {}
+        allowed = ("ttft", "tpot", "e2el", "itl")
+        for key, raw in value.items():
+            if key not in allowed:
+                raise ValueError(f"goodput.{key}: expected one of {', '.join(allowed)}")
+            out[key] = _quantity(raw, "seconds", f"goodput.{key}")
+        return out
+
+    @model_validator(mode="after")
+    def _unique_names(self) -> Policy:
+        seen: set[str] = set()
+        for obj in self.objectives:
+            if obj.name in seen:
+                raise ValueError(f"objective name {obj.name!r} is used twice")
+            seen.add(obj.name)
+        return self
+
+
+def load_policy(path: Path) -> Policy:
+    """Read and validate a policy file; errors name the file and key path."""
+    return validate(Policy, read_yaml(path), str(path))

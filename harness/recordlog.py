@@ -1,0 +1,112 @@
+"""Records on disk: appended as JSON lines while the run goes, consolidated to Parquet after.
+
+A killed run keeps every record written so far; `read_records` reads whichever form exists.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import IO
+
+import pandas as pd
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from harness.errors import ResultsError
+from harness.records import RequestRecord
+
+JSONL_NAME = "records.jsonl"
+PARQUET_NAME = "records.parquet"
+
+RECORD_SCHEMA = pa.schema(
+    [
+        ("request_id", pa.int64()),
+        ("worker", pa.string()),
+        ("phase", pa.string()),
+        ("stream", pa.bool_()),
+        ("wall_sent", pa.float64()),
+        ("t_intended", pa.float64()),
+        ("t_sent", pa.float64()),
+        ("t_first", pa.float64()),
+        ("t_last", pa.float64()),
+        ("t_done", pa.float64()),
+        ("chunk_times", pa.list_(pa.float64())),
+        ("prompt_tokens", pa.int64()),
+        ("output_tokens", pa.int64()),
+        ("status", pa.int64()),
+        ("error", pa.string()),
+        ("error_detail", pa.string()),
+    ]
+)
+
+
+class RecordLog:
+    """Append-only JSON-lines writer, flushed per record so nothing measured is lost."""
+
+    def __init__(self, run_dir: Path) -> None:
+        self.path = run_dir / JSONL_NAME
+        self._file: IO[str] | None = self.path.open("a", encoding="utf-8")
+        self.count = 0
+
+    def write(self, record: RequestRecord) -> None:
+        if self._file is None:
+            raise ValueError("record log is closed")
+        self._file.write(json.dumps(record.to_row(), separators=(",", ":")) + "\n")
+        self._file.flush()
+        self.count += 1
+
+    def close(self) -> None:
+        if self._file is not None:
+            self._file.close()
+            self._file = None
+
+
+def _read_jsonl(path: Path) -> list[dict[str, object]]:
+    rows: list[dict[str, object]] = []
+    with path.open(encoding="utf-8") as fh:
+        for line in fh:
+            line = line.strip()
+            if not line:
+                continue
+            try:
+                rows.append(json.loads(line))
+            except ValueError:
+                break  # a line cut by a kill: everything before it is whole
+    return rows
+
+
+def consolidate(run_dir: Path) -> Path:
+    """Write records.parquet from records.jsonl, then drop the JSON lines."""
+    src = run_dir / JSONL_NAME
+    dst = run_dir / PARQUET_NAME
+    rows = _read_jsonl(src) if src.exists() else []
+    table = pa.Table.from_pylist(rows, schema=RECORD_SCHEMA)
+    tmp = dst.with_suffix(".parquet.tmp")
+    pq.write_table(table, tmp)
+    tmp.replace(dst)
+    if src.exists():
+        src.unlink()
+    return dst
+
+
+def read_table(run_dir: Path) -> pa.Table:
+    """The run's records as an Arrow table (Parquet if consolidated, else the JSON lines)."""
+    parquet = run_dir / PARQUET_NAME
+    if parquet.exists():
+        return pq.read_table(parquet, schema=RECORD_SCHEMA)
+    jsonl = run_dir / JSONL_NAME
+    if jsonl.exists():
+        return pa.Table.from_pylist(_read_jsonl(jsonl), schema=RECORD_SCHEMA)
+    raise ResultsError(f"{run_dir}: no {PARQUET_NAME} or {JSONL_NAME}: not a run folder?")
+
+
+def read_frame(run_dir: Path) -> pd.DataFrame:
+    """The run's records as a DataFrame with RequestRecord.to_row() columns."""
+    frame: pd.DataFrame = read_table(run_dir).to_pandas()
+    return frame
+
+
+def read_records(run_dir: Path) -> list[RequestRecord]:
+    """The run's records as RequestRecord objects (for small runs and tests)."""
+    return [RequestRecord.from_row(row) for row in read_table(run_dir).to_pylist()]

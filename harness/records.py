@@ -1,0 +1,94 @@
+"""The one frozen record per request that the load engine writes and everything else reads.
+
+Monotonic times (for latency) are kept apart from the wall-clock anchor (for lining
+up with server metrics), and the intended send time apart from the actual one.
+"""
+
+from __future__ import annotations
+
+import enum
+from dataclasses import asdict, dataclass
+from typing import Any, Literal
+
+Phase = Literal["warmup", "measure", "cooldown"]
+
+
+class ErrorClass(enum.StrEnum):
+    """Why a request failed; each has its own count in the summary."""
+
+    CONNECT = "connect"  # could not connect / connection refused / reset before a response
+    TIMEOUT = "timeout"  # connect, read or whole-request deadline passed
+    HTTP_STATUS = "http_status"  # non-2xx answer
+    BROKEN_STREAM = "broken_stream"  # connection lost in the middle of the body
+    MALFORMED_CHUNK = "malformed_chunk"  # a data line that is not valid JSON / not a completion
+    INCOMPLETE = "incomplete"  # body ended without [DONE], or no content generated
+
+
+@dataclass(frozen=True, slots=True)
+class RequestRecord:
+    """What happened to one request. Times are seconds; `t_*` are time.monotonic()."""
+
+    request_id: int
+    worker: str
+    phase: Phase
+    stream: bool
+    wall_sent: float  # time.time() at t_sent: anchor for server-side series
+    t_intended: float | None  # scheduled send time (open loop); None in closed loop
+    t_sent: float
+    t_first: float | None  # first chunk carrying generated content
+    t_last: float | None  # last chunk carrying generated content
+    t_done: float  # response finished (or failed)
+    chunk_times: tuple[float, ...]  # arrival of every content chunk, in order
+    prompt_tokens: int | None  # from the server's usage
+    output_tokens: int | None  # from the server's usage
+    status: int | None  # HTTP status, None when no response came
+    error: ErrorClass | None
+    error_detail: str = ""
+
+    @property
+    def ok(self) -> bool:
+        return self.error is None
+
+    def to_row(self) -> dict[str, Any]:
+        """A flat dict for JSON lines / Parquet (error as its string value)."""
+        row = asdict(self)
+        row["chunk_times"] = list(self.chunk_times)
+        row["error"] = self.error.value if self.error is not None else None
+        return row
+
+    @classmethod
+    def from_row(cls, row: dict[str, Any]) -> RequestRecord:
+        err = row.get("error")
+        chunks = row.get("chunk_times")
+        return cls(
+            request_id=int(row["request_id"]),
+            worker=str(row["worker"]),
+            phase=row["phase"],
+            stream=bool(row["stream"]),
+            wall_sent=float(row["wall_sent"]),
+            t_intended=_opt_float(row.get("t_intended")),
+            t_sent=float(row["t_sent"]),
+            t_first=_opt_float(row.get("t_first")),
+            t_last=_opt_float(row.get("t_last")),
+            t_done=float(row["t_done"]),
+            chunk_times=tuple(float(x) for x in chunks) if chunks is not None else (),
+            prompt_tokens=_opt_int(row.get("prompt_tokens")),
+            output_tokens=_opt_int(row.get("output_tokens")),
+            status=_opt_int(row.get("status")),
+            error=ErrorClass(err) if err else None,
+            error_detail=str(row.get("error_detail") or ""),
+        )
+
+
+def _opt_float(value: Any) -> float | None:
+    if value is None:
+        return None
+    out = float(value)
+    return None if out != out else out  # NaN from Parquet nulls
+
+
+def _opt_int(value: Any) -> int | None:
+    if value is None:
+        return None
+    as_float = float(value)
+    return None if as_float != as_float else int(as_float)

@@ -1,0 +1,1 @@
+"""Human and CI renderings of a verdict: terminal table, summary.md, junit.xml, verdict.json."""

@@ -1,0 +1,61 @@
+"""Formatting shared by every report, so the terminal, Markdown and JUnit agree to the digit."""
+
+from __future__ import annotations
+
+from harness.quantity import format_quantity
+from harness.verdict import LatencyStats, ObjectiveResult, RunSummary
+
+
+def stat_label(result: ObjectiveResult) -> str:
+    """ "p99 e2el", or just the metric for run-level values."""
+    return result.metric if result.stat == "value" else f"{result.stat} {result.metric}"
+
+
+def target_text(result: ObjectiveResult) -> str:
+    """The target as written in a runbook: a bound, or "min–max" for a band."""
+    if isinstance(result.target, tuple):
+        low, high = result.target
+        return f"{format_quantity(low, result.unit)}–{format_quantity(high, result.unit)}"
+    return format_quantity(result.target, result.unit)
+
+
+def alert_text(result: ObjectiveResult) -> str:
+    return format_quantity(result.alert, result.unit) if result.alert is not None else "—"
+
+
+def estimate_text(result: ObjectiveResult) -> str:
+    """The estimate, with its confidence interval once the judge provides one."""
+    text = format_quantity(result.estimate, result.unit)
+    if result.interval is not None:
+        low, high = result.interval
+        text += f" [{format_quantity(low, result.unit)}, {format_quantity(high, result.unit)}]"
+    return text
+
+
+def latency_pair(stats: LatencyStats) -> str:
+    """ "p50 / p99" of a latency metric, or an em dash without samples."""
+    if stats.n == 0:
+        return "—"
+    return f"{format_quantity(stats.p50, 's')} / {format_quantity(stats.p99, 's')}"
+
+
+def summary_line(summary: RunSummary) -> str:
+    """Two lines with the run's headline numbers: volume, then latency."""
+    errors = ", ".join(f"{k} {v}" for k, v in summary.error_classes.items())
+    return (
+        f"{summary.requests} requests, {summary.errors} errors ({error_share(summary)})"
+        f"{f' [{errors}]' if errors else ''}, "
+        f"{format_quantity(summary.request_rate, '1/s')} req, "
+        f"{format_quantity(summary.output_token_rate, '1/s')} tok, "
+        f"goodput {format_quantity(summary.goodput, '1/s')}\n"
+        f"p50 / p99: TTFT {latency_pair(summary.ttft_s)}, "
+        f"TPOT {latency_pair(summary.tpot_s)}, "
+        f"ITL {latency_pair(summary.itl_s)}, "
+        f"E2EL {latency_pair(summary.e2el_s)}"
+    )
+
+
+def error_share(summary: RunSummary) -> str:
+    if summary.requests == 0:
+        return "—"
+    return format_quantity(summary.errors / summary.requests, "ratio")

@@ -1,0 +1,32 @@
+"""Writing the verdict files of a run folder: verdict.json, summary.md, junit.xml."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+from harness.report.junit import render_junit
+from harness.report.markdown import render_markdown
+from harness.verdict import Verdict
+
+VERDICT_FILE = "verdict.json"
+SUMMARY_FILE = "summary.md"
+JUNIT_FILE = "junit.xml"
+
+
+def write_reports(run_dir: Path, verdict: Verdict) -> None:
+    """Write the three files into run_dir (created if missing).
+
+    Each file is written to a temporary name and renamed, so a CI step that reads
+    verdict.json never sees half a document, even if the judge is killed meanwhile.
+    """
+    run_dir.mkdir(parents=True, exist_ok=True)
+    _write_atomic(run_dir / VERDICT_FILE, verdict.to_json())
+    _write_atomic(run_dir / SUMMARY_FILE, render_markdown(verdict))
+    _write_atomic(run_dir / JUNIT_FILE, render_junit(verdict))
+
+
+def _write_atomic(path: Path, text: str) -> None:
+    tmp = path.with_name(f".{path.name}.tmp")
+    tmp.write_text(text, encoding="utf-8")
+    os.replace(tmp, path)

@@ -1,0 +1,79 @@
+"""The verdict as a terminal table (rich): what `harness run` and `harness evaluate` print."""
+
+from __future__ import annotations
+
+from rich import box
+from rich.console import Console, Group, RenderableType
+from rich.table import Table
+from rich.text import Text
+
+from harness.report.common import (
+    alert_text,
+    estimate_text,
+    stat_label,
+    summary_line,
+    target_text,
+)
+from harness.verdict import Classification, Decision, Verdict
+
+CLASSIFICATION_STYLE = {
+    Classification.PASS: "bold green",
+    Classification.WARN: "bold yellow",
+    Classification.FAIL: "bold red",
+    Classification.INCONCLUSIVE: "bold magenta",
+}
+DECISION_STYLE = {
+    Decision.PASS: "bold green",
+    Decision.WARN: "bold yellow",
+    Decision.FAIL: "bold red",
+    Decision.INCONCLUSIVE: "bold magenta",
+    Decision.INVALID: "bold red",
+}
+
+
+def verdict_renderable(verdict: Verdict) -> RenderableType:
+    """The objectives table, the run's one-line summary and the decision, as one renderable.
+
+    Cells are Text, never markup strings, so a reason with brackets prints as written.
+    Reasons for objectives that did not pass follow the table.
+    """
+    table = Table(
+        title=f"SLO policy {verdict.policy}", title_justify="left", expand=False, box=box.SIMPLE
+    )
+    table.add_column("objective", no_wrap=True)
+    table.add_column("metric", no_wrap=True)
+    table.add_column("estimate", justify="right", no_wrap=True)
+    table.add_column("target", justify="right", no_wrap=True)
+    table.add_column("alert", justify="right", no_wrap=True)
+    table.add_column("n", justify="right", no_wrap=True)
+    table.add_column("verdict", no_wrap=True)
+    notes: list[Text] = []
+    for result in verdict.objectives:
+        if result.verdict is not Classification.PASS:
+            note = Text(f"{result.name}: ", style="bold")
+            note.append(result.reason)
+            notes.append(note)
+        name = Text(result.name)
+        if not result.critical:
+            name.append(" (advisory)", style="dim")
+        table.add_row(
+            name,
+            Text(stat_label(result)),
+            Text(estimate_text(result)),
+            Text(target_text(result)),
+            Text(alert_text(result)),
+            Text(str(result.n)),
+            Text(result.verdict.value, style=CLASSIFICATION_STYLE[result.verdict]),
+        )
+    decision = Text("decision: ")
+    decision.append(verdict.decision.value, style=DECISION_STYLE[verdict.decision])
+    if verdict.invalid_reason:
+        decision.append(f" ({verdict.invalid_reason})")
+    # Reasons go under the table, one line each for what did not pass: a reason column
+    # would squeeze every other column on an 80-column CI log.
+    return Group(table, *notes, Text(summary_line(verdict.summary)), decision)
+
+
+def print_verdict(verdict: Verdict, console: Console) -> None:
+    """Print the verdict table to console (the caller chooses stdout, stderr or a recording)."""
+    console.print(verdict_renderable(verdict))

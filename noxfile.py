@@ -1,0 +1,51 @@
+"""Developer and CI sessions. They run in the project's own environment (.venv), which
+`pip install -e '.[test,dev]'` sets up once, so a session costs no reinstall."""
+
+from __future__ import annotations
+
+import sys
+
+import nox
+
+nox.options.sessions = ["lint", "types", "tests"]
+nox.options.default_venv_backend = "none"
+
+PY = sys.executable
+
+
+@nox.session
+def lint(session: nox.Session) -> None:
+    """ruff: lint and formatting."""
+    session.run(PY, "-m", "ruff", "check", ".")
+    session.run(PY, "-m", "ruff", "format", "--check", ".")
+
+
+@nox.session
+def types(session: nox.Session) -> None:
+    """mypy --strict over the package, the tests and this file."""
+    session.run(PY, "-m", "mypy")
+
+
+@nox.session
+def tests(session: nox.Session) -> None:
+    """Unit, property, integration and the quick end-to-end tests (slow ones excluded)."""
+    session.run(PY, "-m", "pytest", "-m", "not slow", *session.posargs)
+
+
+@nox.session
+def e2e(session: nox.Session) -> None:
+    """Every end-to-end test, slow ones included: the CLI against real servers."""
+    session.run(PY, "-m", "pytest", "-m", "e2e", *session.posargs)
+
+
+@nox.session
+def bench(session: nox.Session) -> None:
+    """Benchmarks (pytest-benchmark); kept out of the default run."""
+    session.run(
+        PY,
+        "-m",
+        "pytest",
+        "tests/benchmarks",
+        "--benchmark-only",
+        *session.posargs,
+    )

@@ -1,0 +1,170 @@
+"""Hypothesis strategies shared by the tests: request records, run metrics and SLO policies.
+
+Records are generated the way the load engine writes them (content chunks in time order,
+t_first/t_last on the first/last chunk, failures with partial streams), plus the odd cases a
+real run produces: missing usage, empty streams, non-streaming requests, open-loop rows.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from types import MappingProxyType
+from typing import Any, get_args
+
+import numpy as np
+from hypothesis import strategies as st
+
+from harness.analysis import DISTRIBUTION_METRICS, FloatArray, RunMetrics
+from harness.metrics import DISTRIBUTION_STATS, METRICS
+from harness.policy import Objective, Policy
+from harness.records import ErrorClass, Phase, RequestRecord
+
+PHASES: tuple[Phase, ...] = get_args(Phase)
+
+# Millisecond steps keep times exact enough to compare two implementations bit for bit.
+_ms = st.integers(min_value=0, max_value=5_000).map(lambda v: v / 1000.0)
+_gap = st.integers(min_value=1, max_value=400).map(lambda v: v / 1000.0)
+
+
+@st.composite
+def request_records(draw: st.DrawFn, request_id: int = 0) -> RequestRecord:
+    """One request as the load engine records it, successful or failed, in any phase."""
+    phase = draw(st.sampled_from(PHASES))
+    stream = draw(st.booleans())
+    t_sent = draw(st.integers(min_value=0, max_value=60_000)) / 1000.0
+    open_loop = draw(st.booleans())
+    t_intended = t_sent - draw(_ms) if open_loop else None
+    error = draw(st.none() | st.sampled_from(list(ErrorClass)))
+    chunks: tuple[float, ...] = ()
+    if stream:
+        n_chunks = draw(st.integers(min_value=0, max_value=7))
+        times = [t_sent + draw(_ms)]
+        for gap in draw(st.lists(_gap, min_size=max(n_chunks - 1, 0), max_size=n_chunks)):
+            times.append(times[-1] + gap)
+        chunks = tuple(times[:n_chunks])
+    t_first = chunks[0] if chunks else None
+    t_last = chunks[-1] if chunks else None
+    if not stream and error is None and draw(st.booleans()):
+        t_first = t_last = t_sent + draw(_ms)  # a body-complete time some clients record
+    t_done = (t_last if t_last is not None else t_sent) + draw(_ms)
+    usage = draw(st.none() | st.integers(min_value=0, max_value=12))
+    return RequestRecord(
+        request_id=request_id,
+        worker=draw(st.sampled_from(["w0", "w1"])),
+        phase=phase,
+        stream=stream,
+        wall_sent=1.7e9 + t_sent,
+        t_intended=t_intended,
+        t_sent=t_sent,
+        t_first=t_first,
+        t_last=t_last,
+        t_done=t_done,
+        chunk_times=chunks,
+        prompt_tokens=draw(st.none() | st.integers(min_value=1, max_value=64)),
+        output_tokens=usage,
+        status=None if error in (ErrorClass.CONNECT, ErrorClass.TIMEOUT) else 200,
+        error=error,
+    )
+
+
+@st.composite
+def record_lists(draw: st.DrawFn, min_size: int = 0, max_size: int = 30) -> list[RequestRecord]:
+    """A run's records, with distinct request ids."""
+    size = draw(st.integers(min_value=min_size, max_value=max_size))
+    return [draw(request_records(request_id=i)) for i in range(size)]
+
+
+goodput_slos: st.SearchStrategy[dict[str, float]] = st.dictionaries(
+    st.sampled_from(["ttft", "tpot", "e2el", "itl"]),
+    st.integers(min_value=1, max_value=3_000).map(lambda v: v / 1000.0),
+    max_size=4,
+)
+
+
+def samples_array(values: Sequence[float]) -> FloatArray:
+    return np.asarray(values, dtype=np.float64)
+
+
+_latency = st.floats(min_value=0.0, max_value=10.0, allow_nan=False, allow_subnormal=False)
+
+
+@st.composite
+def run_metrics(draw: st.DrawFn, allow_empty: bool = True) -> RunMetrics:
+    """Metrics as analysis returns them, drawn directly so judge tests need no records."""
+    min_size = 0 if allow_empty else 1
+    samples = {
+        name: samples_array(draw(st.lists(_latency, min_size=min_size, max_size=40)))
+        for name in DISTRIBUTION_METRICS
+    }
+    if draw(st.booleans()):
+        samples["gpu_utilization"] = samples_array(
+            draw(
+                st.lists(st.floats(0.0, 1.0, allow_subnormal=False), min_size=min_size, max_size=40)
+            )
+        )
+    attempted = draw(st.integers(min_value=min_size, max_value=500))
+    failed = draw(st.integers(min_value=0, max_value=attempted))
+    rate = st.floats(min_value=0.0, max_value=1_000.0, allow_nan=False, allow_subnormal=False)
+    scalars: dict[str, float | None] = {
+        "error_rate": failed / attempted if attempted else None,
+        "request_rate": draw(rate) if attempted else None,
+        "output_token_rate": draw(rate) if attempted else None,
+        "goodput": draw(rate) if attempted else None,
+    }
+    return RunMetrics(
+        samples=MappingProxyType(samples),
+        scalars=MappingProxyType(scalars),
+        attempted=attempted,
+        failed=failed,
+        succeeded=attempted - failed,
+        good=attempted - failed,
+        error_classes=MappingProxyType({"timeout": failed} if failed else {}),
+        duration_s=10.0,
+    )
+
+
+_stats = st.sampled_from([*DISTRIBUTION_STATS, "p50", "p90", "p99", "p99.9"])
+
+
+@st.composite
+def objective_specs(draw: st.DrawFn, metric: str | None = None) -> dict[str, Any]:
+    """A valid objective as a policy file holds it (numbers in base units)."""
+    name = metric or draw(st.sampled_from(sorted(METRICS)))
+    definition = METRICS[name]
+    stat = "value" if definition.kind == "scalar" else draw(_stats)
+    scale = 1.0 if definition.dimension == "ratio" else 10.0
+    bounds = st.floats(min_value=0.0, max_value=scale, allow_nan=False, allow_subnormal=False)
+    spec: dict[str, Any] = {
+        "name": draw(st.text("abcdefgh", min_size=3, max_size=8)),
+        "metric": name,
+        "stat": stat,
+        "critical": draw(st.booleans()),
+        "min_samples": draw(st.integers(min_value=1, max_value=5)),
+    }
+    if draw(st.integers(0, 4)) == 0:
+        low, high = sorted((draw(bounds), draw(bounds)))
+        spec["target"] = {"min": low, "max": high}
+        edge = high if definition.better == "lower" else low
+    else:
+        spec["target"] = edge = draw(bounds)
+    if draw(st.booleans()):
+        room = draw(
+            st.floats(min_value=0.0, max_value=scale, allow_nan=False, allow_subnormal=False)
+        )
+        alert = edge + room if definition.better == "lower" else max(0.0, edge - room)
+        spec["alert"] = min(alert, 1.0) if definition.dimension == "ratio" else alert
+    return spec
+
+
+@st.composite
+def objectives(draw: st.DrawFn, metric: str | None = None) -> Objective:
+    """A validated objective on metric (any declared metric when None)."""
+    return Objective.model_validate(draw(objective_specs(metric)))
+
+
+@st.composite
+def policies(draw: st.DrawFn) -> Policy:
+    """A valid policy of 1-6 objectives with unique names."""
+    chosen = draw(st.lists(objectives(), min_size=1, max_size=6))
+    renamed = [o.model_copy(update={"name": f"{o.name}-{i}"}) for i, o in enumerate(chosen)]
+    return Policy.model_validate({"name": "generated", "objectives": renamed})
