@@ -10,7 +10,7 @@ from rich.console import Console
 from rich.markup import escape
 
 from harness import __version__
-from harness.errors import ExitCode, HarnessError
+from harness.errors import ExitCode, HarnessError, RunInterrupted
 
 _err = Console(stderr=True, highlight=False)
 
@@ -86,7 +86,7 @@ def run(
         policy_file=policy_file,
         out=out,
     )
-    result = execute(req)
+    result = execute(req, announce=lambda line: _err.print(line, soft_wrap=True))
     console = _out()
     print_verdict(result.verdict, console)
     console.print(f"results: {result.run_dir}", soft_wrap=True)
@@ -124,6 +124,9 @@ def main(argv: list[str] | None = None) -> None:
     """Entry point: HarnessErrors become one line on stderr and their exit code."""
     try:
         cli.main(args=argv, prog_name="harness", standalone_mode=False)
+    except RunInterrupted as exc:
+        _err.print(f"interrupted: {exc}", soft_wrap=True)
+        sys.exit(130)
     except HarnessError as exc:
         _err.print(f"[bold red]error:[/] {escape(str(exc))}", markup=True, soft_wrap=True)
         sys.exit(int(exc.exit_code))

@@ -39,6 +39,12 @@ class TargetUnreachable(HarnessError):
     exit_code = ExitCode.INVALID
 
 
+class RunInterrupted(HarnessError):
+    """The run was stopped (Ctrl-C, SIGTERM); what it measured is in the run folder."""
+
+    exit_code = ExitCode.USAGE  # replaced by 130 in the CLI, the shell's code for SIGINT
+
+
 class ResultsError(HarnessError):
     """A run folder that is missing, damaged or of an unknown schema version."""
 

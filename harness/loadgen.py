@@ -10,6 +10,7 @@ request event gets the end-to-end time for its UI, never for verdicts.
 from __future__ import annotations
 
 import itertools
+import signal
 import socket
 import time
 from collections.abc import Callable
@@ -59,6 +60,8 @@ class _RunState:
     sink: Sink
     finished: Event = field(default_factory=Event)
     timeline: Timeline | None = None
+    group: Group = field(default_factory=Group)  # in-flight request greenlets
+    cut_reason: str = "cut at the end of the drain timeout"
     sent: int = 0
     cut_at_drain: int = 0
     failure: BaseException | None = None
@@ -102,7 +105,7 @@ class _Schedule:
         self.prompts = SyntheticPrompts(sc.workload.seed, sc.workload.prompt_tokens)
         ep = self.plan.endpoint
         self.http = user.client.client.clientpool.get_client(URL(ep.base_url + ep.path))
-        self.group = Group()
+        self.group = user.state.group
 
     def run(self) -> None:
         load = self.plan.scenario.load
@@ -232,7 +235,7 @@ def send_request(sched: _Schedule, index: int, intended: float | None) -> Reques
         _record_and_abort(sched, stream)
         sched.user.state.sink(
             _record(sched, index, intended, wall_sent, t_sent, state, status,
-                    ErrorClass.INCOMPLETE, "cut at the end of the drain timeout")
+                    ErrorClass.INCOMPLETE, sched.user.state.cut_reason)
         )  # fmt: skip
         raise
     except TimeoutError as exc:
@@ -307,11 +310,26 @@ def run_load(plan: LoadPlan, sink: Sink) -> LoadOutcome:
     env = Environment(user_classes=[user_cls])
     runner = env.create_local_runner()
     budget = sc.load.warmup_s + sc.load.duration_s + sc.load.drain_timeout_s + 60.0
+    stop_signal: list[int] = []
+
+    def on_signal(signum: int) -> None:
+        stop_signal.append(signum)
+        state.finished.set()
+
+    # A CI job cancelled with SIGTERM must still leave a consistent run folder and stop the
+    # simulator: the signal becomes an orderly stop instead of an instant exit. The handler
+    # stays for the rest of the process, so a second SIGTERM cannot cut the clean-up short.
+    gevent.signal_handler(signal.SIGTERM, on_signal, signal.SIGTERM)
     try:
         runner.start(1, spawn_rate=1)
         state.finished.wait(timeout=budget)
     finally:
+        if len(state.group):  # stopped early: record what was in flight, then stop
+            state.cut_reason = "cut when the run was stopped"
+            state.group.kill(block=True, timeout=10)
         runner.quit()
+    if stop_signal:
+        raise KeyboardInterrupt(f"stopped by signal {signal.Signals(stop_signal[0]).name}")
     if state.failure is not None:
         raise state.failure
     if state.timeline is None:

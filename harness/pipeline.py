@@ -7,11 +7,11 @@ load scenario -> load policy -> resolve target -> run load (records to disk as t
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
-from harness.errors import ResultsError
+from harness.errors import ResultsError, RunInterrupted
 from harness.policy import Policy, load_policy
 from harness.recordlog import RecordLog, consolidate, read_table
 from harness.results import Manifest, Timeline, new_run_dir, read_manifest
@@ -68,20 +68,25 @@ def target_for(req: RunRequest, scenario: Scenario) -> Iterator[ResolvedTarget]:
         )
 
 
-def execute(req: RunRequest) -> RunResult:
+def execute(req: RunRequest, announce: Callable[[str], None] = lambda _: None) -> RunResult:
     """Run a scenario end to end and judge it; the run folder holds everything."""
     scenario, pfile, policy = load_inputs(req)
     with target_for(req, scenario) as target:
         run_dir, manifest = _open_run(req, scenario, pfile, policy, target)
+        announce(describe(scenario, target, run_dir))
         log = RecordLog(run_dir)
         try:
             outcome = _drive(scenario, target, log)
-        except BaseException:
+        except BaseException as exc:
             log.close()
             manifest.status = "aborted"
             manifest.records = log.count
             manifest.write(run_dir)
             consolidate(run_dir)
+            if isinstance(exc, KeyboardInterrupt):
+                raise RunInterrupted(
+                    f"run stopped; the {log.count} records measured so far are in {run_dir}"
+                ) from None
             raise
         log.close()
     manifest.status = "complete"
@@ -96,6 +101,23 @@ def execute(req: RunRequest) -> RunResult:
     manifest.write(run_dir)
     verdict = judge_run(run_dir, policy)
     return RunResult(run_dir=run_dir, verdict=verdict)
+
+
+def describe(scenario: Scenario, target: ResolvedTarget, run_dir: Path) -> str:
+    """One line saying what is about to happen, for the terminal."""
+    load = scenario.load
+    arrival = load.arrival
+    shape = (
+        f"Poisson {arrival.rate:g} req/s (cap {arrival.max_concurrency})"
+        if arrival.type == "poisson"
+        else f"{arrival.users} concurrent users"
+    )
+    where = "built-in simulator" if target.kind == "simulator" else target.url
+    warm = f" after {load.warmup_s:g} s warm-up" if load.warmup_s else ""
+    return (
+        f"{scenario.name}: {shape} for {load.duration_s:g} s{warm} -> {where} "
+        f"(model {target.model}); records in {run_dir}"
+    )
 
 
 def _open_run(

@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import signal
 import subprocess
 import sys
 import tempfile
@@ -97,6 +98,7 @@ def simulator(settings: dict[str, Any], start_timeout_s: float = 20.0) -> Iterat
     log = tempfile.TemporaryFile(mode="w+", prefix="harness-sim-")  # noqa: SIM115 (closed below)
     proc = subprocess.Popen(
         [sys.executable, "-m", "harness.sim", *sim.to_cli_args()],
+        preexec_fn=_die_with_parent,
         env={**os.environ, **sim.to_cli_env()},  # the key travels in the environment only
         stdout=subprocess.PIPE,
         stderr=log,
@@ -113,6 +115,18 @@ def simulator(settings: dict[str, Any], start_timeout_s: float = 20.0) -> Iterat
         except subprocess.TimeoutExpired:
             proc.kill()
             proc.wait(timeout=10)
+
+
+def _die_with_parent() -> None:
+    """In the child: ask Linux to send SIGTERM when the parent dies, so a killed run never
+    leaves a simulator behind (a no-op elsewhere)."""
+    if not sys.platform.startswith("linux"):
+        return
+    import ctypes
+
+    pr_set_pdeathsig = 1
+    with contextlib.suppress(OSError, AttributeError):
+        ctypes.CDLL("libc.so.6", use_errno=True).prctl(pr_set_pdeathsig, signal.SIGTERM)
 
 
 def _await_listening(proc: subprocess.Popen[str], log: Any, timeout_s: float) -> int:

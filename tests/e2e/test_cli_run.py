@@ -158,3 +158,31 @@ def test_killed_run_keeps_its_records_and_can_be_judged(tmp_path: Path) -> None:
     assert judged.returncode in (0, 1, 3), judged.stderr
     verdict = read_json(run_dir / "verdict.json")
     assert verdict["summary"]["requests"] > 0
+
+
+def test_sigterm_stops_cleanly_keeping_records_and_stopping_the_simulator(
+    tmp_path: Path,
+) -> None:
+    proc = subprocess.Popen(
+        [str(HARNESS), "run", SMOKE, "--out", str(tmp_path), "--set", "load.duration_s=60"],
+        cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+    )  # fmt: skip
+    try:
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline and not list(tmp_path.glob("*/records.jsonl")):
+            time.sleep(0.2)
+        time.sleep(2.0)
+        proc.send_signal(signal.SIGTERM)
+        _, err = proc.communicate(timeout=30)
+    finally:
+        proc.kill()
+    assert proc.returncode == 130, err
+    assert "interrupted" in err
+    assert "Traceback" not in err
+    run_dir = only_run_dir(tmp_path)
+    manifest = read_json(run_dir / "manifest.json")
+    assert manifest["status"] == "aborted"
+    assert manifest["records"] == len(read_frame(run_dir)) > 0
+    port = int(manifest["target"]["url"].split(":")[2].split("/")[0])
+    with socket.socket() as s, pytest.raises(ConnectionRefusedError):
+        s.connect(("127.0.0.1", port))  # the simulator went with the run

@@ -1,0 +1,115 @@
+"""The load engine against the simulator's faults and API variants: every request is recorded
+with the right error class, through the CLI as a user runs it."""
+
+from __future__ import annotations
+
+from collections import Counter
+from pathlib import Path
+from typing import Any
+
+import pytest
+from support.cli import only_run_dir, read_json, run_cli
+
+from harness.recordlog import read_frame
+from harness.target import simulator
+
+pytestmark = pytest.mark.integration
+
+SMOKE = "scenarios/smoke.yaml"
+
+
+def _run(tmp_path: Path, sim: dict[str, Any], *sets: str) -> tuple[int, Path]:
+    args: list[str] = []
+    for item in ("load.warmup_s=0", "load.duration_s=5", *sets):
+        args += ["--set", item]
+    with simulator(sim) as url:
+        proc = run_cli("run", SMOKE, "--target", url, "--out", str(tmp_path), *args)
+    assert proc.returncode in (0, 1, 3), proc.stdout + proc.stderr
+    assert "Traceback" not in proc.stderr
+    return proc.returncode, only_run_dir(tmp_path)
+
+
+def test_every_fault_lands_in_its_error_class(tmp_path: Path) -> None:
+    sim = {
+        "error_rate": 0.1,
+        "rate_limit_rate": 0.1,
+        "cut_rate": 0.1,
+        "malformed_rate": 0.1,
+        "stall_rate": 0.1,
+        "stall_s": 3.0,
+        "seed": 3,
+    }
+    code, run_dir = _run(
+        tmp_path, sim, "load.arrival.rate=20", "target.read_timeout_s=1", "load.drain_timeout_s=5"
+    )
+    assert code == 1  # about half the requests fail: far beyond the 1 % alert
+    df = read_frame(run_dir)
+    classes = Counter(df["error"].fillna("ok"))
+    assert set(classes) == {"ok", "http_status", "broken_stream", "malformed_chunk", "timeout"}
+    statuses = Counter(df.loc[df["error"] == "http_status", "status"])
+    assert set(statuses) == {429, 500}
+    # A cut or stalled stream had already delivered content before it broke.
+    broken = df[df["error"].isin(["broken_stream", "timeout"])]
+    assert (broken["chunk_times"].map(len) > 0).all()
+    # Failures carry a reason; successes carry server usage.
+    assert (df.loc[df["error"].notna(), "error_detail"].str.len() > 0).all()
+    ok = df[df["error"].isna()]
+    assert (ok["output_tokens"] == 24).all()
+    assert (ok["chunk_times"].map(len) == 24).all()
+    verdict = read_json(run_dir / "verdict.json")
+    assert verdict["summary"]["errors"] == int(
+        (df["error"].notna() & (df["phase"] == "measure")).sum()
+    )
+    assert verdict["summary"]["error_classes"]["http_status"] == int(
+        ((df["error"] == "http_status") & (df["phase"] == "measure")).sum()
+    )
+
+
+@pytest.mark.parametrize("api", ["chat", "completions"])
+def test_non_streaming_requests_are_timed_end_to_end(tmp_path: Path, api: str) -> None:
+    code, run_dir = _run(tmp_path, {}, f"target.api={api}", "target.stream=false")
+    assert code == 0
+    df = read_frame(run_dir)
+    assert len(df) > 10
+    assert df["error"].isna().all()
+    assert (df["output_tokens"] == 24).all()
+    assert (df["stream"] == False).all()  # noqa: E712 (pandas element-wise)
+    summary = read_json(run_dir / "verdict.json")["summary"]
+    assert summary["e2el_s"]["n"] == len(df[df["phase"] == "measure"])
+    assert summary["ttft_s"]["n"] == 0  # no stream, no first token to time
+
+
+def test_completions_streaming_and_closed_loop(tmp_path: Path) -> None:
+    code, run_dir = _run(
+        tmp_path,
+        {},
+        "target.api=completions",
+        "load.arrival={type: concurrency, users: 4}",
+        "load.duration_s=3",
+    )
+    assert code == 0
+    df = read_frame(run_dir)
+    assert df["error"].isna().all()
+    assert df["t_intended"].isna().all()  # closed loop has no schedule
+    assert (df["chunk_times"].map(len) == 24).all()
+    # Four users, each waiting for its own answer: never more than four in flight.
+    events = sorted([(t, 1) for t in df["t_sent"]] + [(t, -1) for t in df["t_done"]])
+    in_flight = peak = 0
+    for _, step in events:
+        in_flight += step
+        peak = max(peak, in_flight)
+    assert peak == 4
+
+
+def test_concurrency_cap_holds_back_arrivals_and_records_the_lag(tmp_path: Path) -> None:
+    # 40 arrivals/s of ~250 ms requests want ~10 in flight; a cap of 2 makes them queue.
+    code, run_dir = _run(
+        tmp_path, {}, "load.arrival={type: poisson, rate: 40, max_concurrency: 2}",
+        "load.duration_s=3",
+    )  # fmt: skip
+    df = read_frame(run_dir)
+    lag = df["t_sent"] - df["t_intended"]
+    assert lag.max() > 1.0
+    summary = read_json(run_dir / "verdict.json")["summary"]
+    assert summary["schedule_lag_s"]["p99"] > 1.0
+    assert code in (0, 1)
