@@ -40,12 +40,6 @@ def e2e(session: nox.Session) -> None:
 
 @nox.session
 def bench(session: nox.Session) -> None:
-    """Benchmarks (pytest-benchmark); kept out of the default run."""
-    session.run(
-        PY,
-        "-m",
-        "pytest",
-        "tests/benchmarks",
-        "--benchmark-only",
-        *session.posargs,
-    )
+    """Benchmarks, kept out of the default run: hot paths beside references, and dispatch."""
+    session.run(PY, "-m", "pytest", "tests/benchmarks", "--benchmark-only", *session.posargs)
+    session.run(PY, "tests/benchmarks/dispatch_rate.py")

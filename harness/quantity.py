@@ -70,7 +70,7 @@ def format_quantity(value: float | None, unit: str) -> str:
         return "—"
     if unit == "s":
         if abs(value) < 1:
-            return f"{value * 1e3:.1f} ms"
+            return f"{value * 1e3:.4g} ms"
         return f"{value:.3g} s"
     if unit == "ratio":
         return f"{value * 100:.3g} %"

@@ -205,7 +205,7 @@ def test_terminal_table(verdict: Verdict) -> None:
     assert "(advisory)" in text
     assert "1000 requests, 5 errors (0.5 %)" in text
     assert "9.95/s req" in text
-    assert "TTFT 100.0 ms / 100.0 ms" in text
+    assert "TTFT 100 ms / 100 ms" in text
     assert "decision: FAIL" in text
 
 

@@ -1,0 +1,105 @@
+"""Per-chunk and per-run costs of the measuring path (pytest-benchmark; `nox -s bench`).
+
+Each benchmark runs the harness code beside the simplest reference doing the same work in the
+same run, so the ratio, not the machine, is what to read.
+"""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pyarrow as pa
+import pytest
+from pytest_benchmark.fixture import BenchmarkFixture
+
+from harness.analysis import analyse
+from harness.recordlog import RECORD_SCHEMA
+from harness.sse import StreamState
+
+CHUNK = (
+    b'data: {"id":"chatcmpl-1","object":"chat.completion.chunk","created":1,"model":"m",'
+    b'"choices":[{"index":0,"delta":{"content":" word"},"logprobs":null,"finish_reason":null}]}\n'
+)
+STREAM = [CHUNK, b"\n"] * 256 + [
+    b'data: {"choices":[],"usage":{"prompt_tokens":8,"completion_tokens":256}}\n',
+    b"data: [DONE]\n",
+]
+
+
+def _harness_stream() -> StreamState:
+    state = StreamState()
+    for i, line in enumerate(STREAM):
+        state.feed(line, float(i))
+    state.finish()
+    return state
+
+
+def _reference_stream() -> list[float]:
+    # The least a correct client must do: parse each data line as JSON and keep a time.
+    times: list[float] = []
+    for i, line in enumerate(STREAM):
+        if line.startswith(b"data: {"):
+            json.loads(line[6:])
+            times.append(float(i))
+    return times
+
+
+@pytest.mark.benchmark(group="sse-stream-256-chunks")
+def test_sse_harness(benchmark: BenchmarkFixture) -> None:
+    state = benchmark(_harness_stream)
+    assert len(state.chunk_times) == 256
+    assert state.error is None
+
+
+@pytest.mark.benchmark(group="sse-stream-256-chunks")
+def test_sse_reference_json_only(benchmark: BenchmarkFixture) -> None:
+    assert len(benchmark(_reference_stream)) == 257
+
+
+def _records(n: int, chunks: int) -> pa.Table:
+    rng = np.random.default_rng(0)
+    t_sent = np.sort(rng.uniform(0, 600, n))
+    gaps = rng.exponential(0.02, (n, chunks))
+    times = t_sent[:, None] + 0.1 + np.cumsum(gaps, axis=1)
+    cols = {
+        "request_id": np.arange(n),
+        "worker": ["w"] * n,
+        "phase": ["measure"] * n,
+        "stream": np.ones(n, bool),
+        "wall_sent": t_sent + 1.7e9,
+        "t_intended": t_sent - 0.001,
+        "t_sent": t_sent,
+        "t_first": times[:, 0],
+        "t_last": times[:, -1],
+        "t_done": times[:, -1] + 0.001,
+        "chunk_times": pa.ListArray.from_arrays(
+            np.arange(0, n * chunks + 1, chunks, dtype=np.int32), times.ravel()
+        ),
+        "prompt_tokens": np.full(n, 128),
+        "output_tokens": np.full(n, chunks),
+        "status": np.full(n, 200),
+        "error": pa.nulls(n, pa.string()),
+        "error_detail": [""] * n,
+    }
+    return pa.table(cols, schema=RECORD_SCHEMA)
+
+
+@pytest.mark.benchmark(group="analyse-100k-records-32-chunks")
+def test_analyse_100k_records(benchmark: BenchmarkFixture) -> None:
+    table = _records(100_000, 32)
+    metrics = benchmark(analyse, table, 0.0, 600.0, {"e2el": 2.0})
+    assert metrics.attempted == 100_000
+    assert len(metrics.samples["itl"]) == 100_000 * 31
+
+
+@pytest.mark.benchmark(group="analyse-100k-records-32-chunks")
+def test_numpy_reference_percentiles_only(benchmark: BenchmarkFixture) -> None:
+    # Reference: just the flattened ITL gaps and four percentiles, nothing else.
+    table = _records(100_000, 32)
+
+    def reference() -> np.ndarray:
+        times = table["chunk_times"].combine_chunks().values.to_numpy().reshape(-1, 32)
+        return np.percentile(np.diff(times, axis=1).ravel(), [50, 90, 99, 99.9])
+
+    assert len(benchmark(reference)) == 4
