@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 
 import numpy as np
+import numpy.typing as npt
 import pyarrow as pa
 import pytest
 from pytest_benchmark.fixture import BenchmarkFixture
@@ -98,8 +99,11 @@ def test_numpy_reference_percentiles_only(benchmark: BenchmarkFixture) -> None:
     # Reference: just the flattened ITL gaps and four percentiles, nothing else.
     table = _records(100_000, 32)
 
-    def reference() -> np.ndarray:
+    def reference() -> npt.NDArray[np.float64]:
         times = table["chunk_times"].combine_chunks().values.to_numpy().reshape(-1, 32)
-        return np.percentile(np.diff(times, axis=1).ravel(), [50, 90, 99, 99.9])
+        result: npt.NDArray[np.float64] = np.percentile(
+            np.diff(times, axis=1).ravel(), [50, 90, 99, 99.9]
+        )
+        return result
 
     assert len(benchmark(reference)) == 4
