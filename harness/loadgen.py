@@ -118,12 +118,15 @@ class _Schedule:
             self._open_loop(arrival)
         else:
             self._closed_loop(arrival)
+        # With max_requests the schedule can run out before the window ends: rates are
+        # over the time load was actually offered, not the planned window.
+        sending_ended = min(self.measure_end, time.monotonic())
         self._drain(load.drain_timeout_s)
         self.user.state.timeline = Timeline(
             wall_start=wall_start,
             t_start=self.t_start,
             measure_start=self.measure_start,
-            measure_end=self.measure_end,
+            measure_end=max(sending_ended, self.measure_start),
             t_end=time.monotonic(),
             wall_end=time.time(),
         )
@@ -216,6 +219,8 @@ def send_request(sched: _Schedule, index: int, intended: float | None) -> Reques
                     state.feed(line, now)
                     if state.error is not None or state.done:
                         break
+                if state.done:
+                    stream.finish()  # keep-alive: the next request reuses this connection
                 state.finish()
                 error, detail = state.error, state.error_detail
             else:

@@ -12,7 +12,8 @@ from __future__ import annotations
 import contextlib
 from typing import Any
 
-from geventhttpclient.response import HTTPSocketPoolResponse
+import gevent
+from geventhttpclient.response import HTTPParseError, HTTPSocketPoolResponse
 
 
 class RawStream:
@@ -35,6 +36,16 @@ class RawStream:
     def read_all(self, limit: int = 1 << 24) -> bytes:
         """The rest of the body (non-streaming answers, error bodies)."""
         return bytes(self._resp.read())[:limit]
+
+    def finish(self, grace_s: float = 1.0) -> None:
+        """Read what follows [DONE] (the body's end) so the connection can be reused;
+        a server that keeps the body open past grace_s loses the connection instead."""
+        try:
+            with gevent.Timeout(grace_s):
+                while self._resp.readline(b"\n"):
+                    pass
+        except (gevent.Timeout, OSError, HTTPParseError):
+            self.abort()
 
     def abort(self) -> None:
         """Close the connection so unread bytes can never reach the next request."""

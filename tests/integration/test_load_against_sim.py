@@ -3,6 +3,7 @@ with the right error class, through the CLI as a user runs it."""
 
 from __future__ import annotations
 
+import time
 from collections import Counter
 from pathlib import Path
 from typing import Any
@@ -113,3 +114,17 @@ def test_concurrency_cap_holds_back_arrivals_and_records_the_lag(tmp_path: Path)
     summary = read_json(run_dir / "verdict.json")["summary"]
     assert summary["schedule_lag_s"]["p99"] > 1.0
     assert code in (0, 1)
+
+
+def test_max_requests_ends_the_run_and_rates_use_the_time_load_was_offered(
+    tmp_path: Path,
+) -> None:
+    started = time.monotonic()
+    code, run_dir = _run(
+        tmp_path, {}, "load.arrival.rate=30", "load.max_requests=60", "load.duration_s=120"
+    )
+    assert time.monotonic() - started < 60  # stopped at 60 requests, not after 120 s
+    assert code == 0
+    assert len(read_frame(run_dir)) == 60
+    rate = read_json(run_dir / "verdict.json")["summary"]["request_rate"]
+    assert 30 * 0.6 < rate < 30 * 1.6  # 60 Poisson arrivals: about ±13 % by nature
