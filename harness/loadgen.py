@@ -88,6 +88,8 @@ class _Driver(FastHttpUser):
     def drive(self) -> None:
         try:
             _Schedule(self).run()
+        except gevent.GreenletExit:
+            raise  # stopped by run_load: not a failure
         except BaseException as exc:  # surfaced by run_load; never lost in Locust's logs
             self.state.failure = exc
         finally:
@@ -329,10 +331,10 @@ def run_load(plan: LoadPlan, sink: Sink) -> LoadOutcome:
         runner.start(1, spawn_rate=1)
         state.finished.wait(timeout=budget)
     finally:
-        if len(state.group):  # stopped early: record what was in flight, then stop
+        runner.quit()  # first the driver, so nothing new is spawned ...
+        if len(state.group):  # ... then what was in flight, each recorded as cut
             state.cut_reason = "cut when the run was stopped"
             state.group.kill(block=True, timeout=10)
-        runner.quit()
     if stop_signal:
         raise KeyboardInterrupt(f"stopped by signal {signal.Signals(stop_signal[0]).name}")
     if state.failure is not None:

@@ -10,14 +10,21 @@ import contextlib
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-from harness.errors import ResultsError, RunInterrupted
+import pyarrow as pa
+import pyarrow.compute as pc
+
+from harness.errors import RunInterrupted
 from harness.policy import Policy, load_policy
 from harness.recordlog import RecordLog, consolidate, read_table
-from harness.results import Manifest, Timeline, new_run_dir, read_manifest
+from harness.results import Manifest, new_run_dir, read_manifest
 from harness.scenario import Scenario, load_scenario, policy_path
 from harness.target import ResolvedTarget, resolve, simulator
 from harness.verdict import Verdict
+
+if TYPE_CHECKING:
+    from harness.loadgen import LoadOutcome
 
 
 @dataclass(frozen=True, slots=True)
@@ -136,21 +143,12 @@ def _open_run(
     return run_dir, manifest
 
 
-def _drive(scenario: Scenario, target: ResolvedTarget, log: RecordLog) -> _Outcome:
+def _drive(scenario: Scenario, target: ResolvedTarget, log: RecordLog) -> LoadOutcome:
     from harness.loadgen import LoadPlan, run_load  # imports locust: gevent patches here
     from harness.openai_api import endpoint_for
 
-    plan = LoadPlan(
-        scenario=scenario, endpoint=endpoint_for(scenario, target.url), model=target.model
-    )
-    out = run_load(plan, log.write)
-    return _Outcome(out.timeline, out.cut_at_drain)
-
-
-@dataclass(frozen=True, slots=True)
-class _Outcome:
-    timeline: Timeline
-    cut_at_drain: int
+    endpoint = endpoint_for(scenario, target.url)
+    return run_load(LoadPlan(scenario=scenario, endpoint=endpoint, model=target.model), log.write)
 
 
 def judge_run(run_dir: Path, policy: Policy, write: bool = True) -> Verdict:
@@ -161,30 +159,23 @@ def judge_run(run_dir: Path, policy: Policy, write: bool = True) -> Verdict:
 
     manifest = read_manifest(run_dir)
     table = read_table(run_dir)
-    invalid = None
-    if manifest.timeline is None:
+    if manifest.timeline is None:  # killed before the end: judge what reached disk
         measure_start, measure_end = _window_from_records(table)
-        invalid_note = "the run did not finish (killed or aborted): judged on what reached disk"
-        if invalid_note not in manifest.notes:
-            manifest.notes.append(invalid_note)
     else:
         measure_start = manifest.timeline.measure_start
         measure_end = manifest.timeline.measure_end
     metrics = analyse(table, measure_start, measure_end, policy.goodput)
-    verdict = evaluate(policy, metrics, invalid_reason=invalid)
+    verdict = evaluate(policy, metrics)
     if write:
         write_reports(run_dir, verdict)
     return verdict
 
 
-def _window_from_records(table: object) -> tuple[float, float]:
-    import pyarrow as pa
-    import pyarrow.compute as pc
-
-    assert isinstance(table, pa.Table)
+def _window_from_records(table: pa.Table) -> tuple[float, float]:
+    """The measured window of a run that never wrote its timeline: first send to last answer."""
     measured = table.filter(pc.equal(table["phase"], "measure"))
     if measured.num_rows == 0:
-        raise ResultsError("the run has no measured requests to judge")
+        return 0.0, 0.0  # nothing measured: every objective will be INCONCLUSIVE
     start = pc.min(measured["t_sent"]).as_py()
     end = pc.max(measured["t_done"]).as_py()
     return float(start), float(end)
