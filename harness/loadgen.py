@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import itertools
 import signal
-import socket
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -21,28 +20,20 @@ import gevent
 from gevent.event import Event
 from gevent.lock import BoundedSemaphore
 from gevent.pool import Group
-from geventhttpclient.response import HTTPConnectionClosed, HTTPParseError
 from geventhttpclient.url import URL
 from locust import FastHttpUser, constant, task
 from locust.env import Environment
 from locust.exception import StopUser
 
+from harness.client import Cut, Exchange, RequestOptions, send
 from harness.openai_api import Endpoint, request_body
 from harness.prompts import SyntheticPrompts
-from harness.records import ErrorClass, Phase, RequestRecord
+from harness.records import Phase, RequestRecord
 from harness.results import Timeline
 from harness.scenario import ClosedLoop, PoissonArrivals, Scenario
 from harness.schedule import poisson_offsets
-from harness.sse import StreamState, parse_completion
-from harness.streaming import RawStream
 
 Sink = Callable[[RequestRecord], None]
-
-_CONNECT_ERRORS = (ConnectionError, socket.gaierror, HTTPConnectionClosed)
-
-
-class _Deadline(Exception):
-    """The whole-request deadline passed (distinct from gevent.Timeout used elsewhere)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -108,6 +99,9 @@ class _Schedule:
         ep = self.plan.endpoint
         self.http = user.client.client.clientpool.get_client(URL(ep.base_url + ep.path))
         self.group = user.state.group
+        self.options = RequestOptions(
+            endpoint=ep, stream=sc.target.stream, request_timeout_s=sc.target.request_timeout_s
+        )
 
     def run(self) -> None:
         load = self.plan.scenario.load
@@ -173,9 +167,16 @@ class _Schedule:
             self.group.kill(block=True, timeout=10)
 
     def _one(self, index: int, intended: float | None) -> None:
-        self.user.state.sent += 1
-        record = send_request(self, index, intended)
-        self.user.state.sink(record)
+        state = self.user.state
+        state.sent += 1
+        body = request_body(self.plan.scenario, self.plan.model, self.prompts.prompt(index))
+        try:
+            ex = send(self.http, self.options, body, state.cut_reason)
+        except Cut as cut:
+            state.sink(_make_record(self, index, intended, cut.exchange))
+            raise
+        record = _make_record(self, index, intended, ex)
+        state.sink(record)
         ev = self.user.environment.events.request
         ev.fire(
             request_type="POST",
@@ -190,112 +191,27 @@ class _Schedule:
         return "warmup" if ref < self.measure_start else "measure"
 
 
-def send_request(sched: _Schedule, index: int, intended: float | None) -> RequestRecord:
-    """Send one request and time every content line; always returns a record."""
-    plan = sched.plan
-    sc = plan.scenario
-    ep = plan.endpoint
-    body = request_body(sc, plan.model, sched.prompts.prompt(index))
-    state = StreamState()
-    status: int | None = None
-    error: ErrorClass | None = None
-    detail = ""
-    stream: RawStream | None = None
-    got_headers = False
-    wall_sent = time.time()
-    t_sent = time.monotonic()
-    try:
-        with gevent.Timeout(sc.target.request_timeout_s, _Deadline):
-            stream = RawStream(sched.http.request("POST", ep.path, body=body, headers=ep.headers))
-            got_headers = True
-            status = stream.status
-            if not 200 <= status < 300:
-                text = stream.read_all(2048).decode("utf-8", "replace")
-                error, detail = ErrorClass.HTTP_STATUS, f"HTTP {status}: {text[:200]}"
-            elif sc.target.stream:
-                while True:
-                    line = stream.readline()
-                    now = time.monotonic()
-                    if not line:
-                        break
-                    state.feed(line, now)
-                    if state.error is not None or state.done:
-                        break
-                if state.done:
-                    stream.finish()  # keep-alive: the next request reuses this connection
-                state.finish()
-                error, detail = state.error, state.error_detail
-            else:
-                raw = stream.read_all()
-                now = time.monotonic()
-                state.prompt_tokens, state.output_tokens, has, problem = parse_completion(raw)
-                if has:
-                    state.chunk_times.append(now)
-                else:
-                    error, detail = ErrorClass.MALFORMED_CHUNK, problem
-    except _Deadline:
-        error, detail = (
-            ErrorClass.TIMEOUT,
-            f"no complete answer within {sc.target.request_timeout_s:g} s",
-        )
-    except gevent.GreenletExit:
-        _record_and_abort(sched, stream)
-        sched.user.state.sink(
-            _record(sched, index, intended, wall_sent, t_sent, state, status,
-                    ErrorClass.INCOMPLETE, sched.user.state.cut_reason)
-        )  # fmt: skip
-        raise
-    except TimeoutError as exc:
-        error, detail = ErrorClass.TIMEOUT, f"network timeout: {exc}"
-    except _CONNECT_ERRORS as exc:
-        kind = ErrorClass.BROKEN_STREAM if got_headers else ErrorClass.CONNECT
-        error, detail = kind, f"{type(exc).__name__}: {exc}"
-    except HTTPParseError as exc:
-        kind = ErrorClass.BROKEN_STREAM if got_headers else ErrorClass.CONNECT
-        error, detail = kind, f"HTTP parse error: {exc}"
-    except OSError as exc:
-        kind = ErrorClass.BROKEN_STREAM if got_headers else ErrorClass.CONNECT
-        error, detail = kind, f"{type(exc).__name__}: {exc}"
-    if error is not None or (stream is not None and not state.done and sc.target.stream):
-        _record_and_abort(sched, stream)
-    return _record(sched, index, intended, wall_sent, t_sent, state, status, error,
-                   ep.redact(detail))  # fmt: skip
-
-
-def _record_and_abort(sched: _Schedule, stream: RawStream | None) -> None:
-    if stream is not None:
-        stream.abort()
-
-
-def _record(
-    sched: _Schedule,
-    index: int,
-    intended: float | None,
-    wall_sent: float,
-    t_sent: float,
-    state: StreamState,
-    status: int | None,
-    error: ErrorClass | None,
-    detail: str,
+def _make_record(
+    sched: _Schedule, index: int, intended: float | None, ex: Exchange
 ) -> RequestRecord:
-    chunks = tuple(state.chunk_times)
+    chunks = tuple(ex.chunk_times)
     return RequestRecord(
         request_id=index,
         worker=sched.plan.worker,
-        phase=sched.phase_of(intended if intended is not None else t_sent),
+        phase=sched.phase_of(intended if intended is not None else ex.t_sent),
         stream=sched.plan.scenario.target.stream,
-        wall_sent=wall_sent,
+        wall_sent=ex.wall_sent,
         t_intended=intended,
-        t_sent=t_sent,
+        t_sent=ex.t_sent,
         t_first=chunks[0] if chunks else None,
         t_last=chunks[-1] if chunks else None,
-        t_done=time.monotonic(),
+        t_done=ex.t_done,
         chunk_times=chunks,
-        prompt_tokens=state.prompt_tokens,
-        output_tokens=state.output_tokens,
-        status=status,
-        error=error,
-        error_detail=detail,
+        prompt_tokens=ex.prompt_tokens,
+        output_tokens=ex.output_tokens,
+        status=ex.status,
+        error=ex.error,
+        error_detail=ex.error_detail,
     )
 
 

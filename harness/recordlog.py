@@ -37,6 +37,8 @@ RECORD_SCHEMA = pa.schema(
         ("status", pa.int64()),
         ("error", pa.string()),
         ("error_detail", pa.string()),
+        ("session", pa.int64()),
+        ("turn", pa.int64()),
     ]
 )
 

@@ -44,6 +44,8 @@ class RequestRecord:
     status: int | None  # HTTP status, None when no response came
     error: ErrorClass | None
     error_detail: str = ""
+    session: int | None = None  # conversation a multi-turn request belongs to
+    turn: int = 0  # its turn in that conversation, from 0
 
     @property
     def ok(self) -> bool:
@@ -77,6 +79,8 @@ class RequestRecord:
             status=_opt_int(row.get("status")),
             error=ErrorClass(err) if err else None,
             error_detail=str(row.get("error_detail") or ""),
+            session=_opt_int(row.get("session")),
+            turn=int(row.get("turn") or 0),
         )
 
 

@@ -27,6 +27,8 @@ class StreamState:
     error: ErrorClass | None = None
     error_detail: str = ""
     finish_reason: str | None = None
+    collect_text: bool = False  # keep the generated text (multi-turn workloads resend it)
+    text_parts: list[str] = field(default_factory=list)
 
     def feed(self, line: bytes, t: float) -> None:
         """Take one raw line (with or without its newline) that arrived at monotonic time t."""
@@ -64,6 +66,8 @@ class StreamState:
                 return
             if _has_content(choice):
                 self.chunk_times.append(t)
+                if self.collect_text:
+                    self.text_parts.append(_content(choice))
                 break
         for choice in choices:
             reason = choice.get("finish_reason")
@@ -93,6 +97,13 @@ class StreamState:
             self._fail(ErrorClass.INCOMPLETE, "stream carried no generated content")
 
 
+def _content(choice: dict[str, Any]) -> str:
+    """The answer text of a chunk (reasoning excluded: it is not resent in a conversation)."""
+    delta = choice.get("delta")
+    value = delta.get("content") if isinstance(delta, dict) else choice.get("text")
+    return value if isinstance(value, str) else ""
+
+
 def _has_content(choice: dict[str, Any]) -> bool:
     delta = choice.get("delta")
     if isinstance(delta, dict):
@@ -107,12 +118,18 @@ def _has_content(choice: dict[str, Any]) -> bool:
 
 def parse_completion(body: bytes) -> tuple[int | None, int | None, bool, str]:
     """A non-streaming body: (prompt_tokens, output_tokens, has_content, problem)."""
+    prompt, output, text, problem = parse_completion_text(body)
+    return prompt, output, text is not None, problem
+
+
+def parse_completion_text(body: bytes) -> tuple[int | None, int | None, str | None, str]:
+    """A non-streaming body: (prompt_tokens, output_tokens, answer text or None, problem)."""
     try:
         obj = json.loads(body)
     except ValueError:
-        return None, None, False, f"body is not JSON: {body[:80]!r}"
+        return None, None, None, f"body is not JSON: {body[:80]!r}"
     if not isinstance(obj, dict):
-        return None, None, False, "body is not a JSON object"
+        return None, None, None, "body is not a JSON object"
     prompt = output = None
     usage = obj.get("usage")
     if isinstance(usage, dict):
@@ -121,15 +138,16 @@ def parse_completion(body: bytes) -> tuple[int | None, int | None, bool, str]:
         output = c if isinstance(c, int) else None
     choices = obj.get("choices")
     if not isinstance(choices, list) or not choices or not isinstance(choices[0], dict):
-        return prompt, output, False, "no choices in body"
+        return prompt, output, None, "no choices in body"
     first = choices[0]
     message = first.get("message")
     if isinstance(message, dict):
         content = message.get("content") or message.get("reasoning_content")
     else:
         content = first.get("text")
-    has = isinstance(content, str) and bool(content)
-    return prompt, output, has, "" if has else "no generated content in body"
+    if isinstance(content, str) and content:
+        return prompt, output, content, ""
+    return prompt, output, None, "no generated content in body"
 
 
 def _short(value: Any) -> str:
