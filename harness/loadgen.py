@@ -10,6 +10,7 @@ request event gets the end-to-end time for its UI, never for verdicts.
 from __future__ import annotations
 
 import itertools
+import math
 import signal
 import time
 from collections.abc import Callable
@@ -26,12 +27,13 @@ from locust.env import Environment
 from locust.exception import StopUser
 
 from harness.client import Cut, Exchange, RequestOptions, send
+from harness.loadspec import ClosedLoop, GammaArrivals, OpenArrival
 from harness.openai_api import Endpoint, request_body
 from harness.prompts import SyntheticPrompts
 from harness.records import Phase, RequestRecord
 from harness.results import Timeline
-from harness.scenario import ClosedLoop, PoissonArrivals, Scenario
-from harness.schedule import poisson_offsets
+from harness.scenario import Scenario
+from harness.schedule import arrival_offsets, users_at
 
 Sink = Callable[[RequestRecord], None]
 
@@ -44,6 +46,13 @@ class LoadPlan:
     endpoint: Endpoint
     model: str
     worker: str = "local"
+    worker_index: int = 0  # this generator's place among worker_count (distributed runs)
+    worker_count: int = 1
+
+    @property
+    def share(self) -> float:
+        """This generator's part of the scenario's rate or users."""
+        return 1.0 / self.worker_count
 
 
 @dataclass(slots=True)
@@ -108,12 +117,13 @@ class _Schedule:
         wall_start = time.time()
         self.t_start = time.monotonic()
         self.measure_start = self.t_start + load.warmup_s
-        self.measure_end = self.measure_start + load.duration_s
+        self.measure_end = self.measure_start + load.measured_s
+        self.send_end = self.t_start + load.total_s
         arrival = load.arrival
-        if isinstance(arrival, PoissonArrivals):
-            self._open_loop(arrival)
+        if isinstance(arrival, ClosedLoop):
+            self._closed_loop()
         else:
-            self._closed_loop(arrival)
+            self._open_loop(arrival)
         # With max_requests the schedule can run out before the window ends: rates are
         # over the time load was actually offered, not the planned window.
         sending_ended = min(self.measure_end, time.monotonic())
@@ -127,40 +137,68 @@ class _Schedule:
             wall_end=time.time(),
         )
 
-    def _open_loop(self, arrival: PoissonArrivals) -> None:
+    def _request_id(self, index: int) -> int:
+        """Unique across workers: worker w of n sends ids w, w + n, w + 2n, ..."""
+        return index * self.plan.worker_count + self.plan.worker_index
+
+    def _open_loop(self, arrival: OpenArrival) -> None:
+        load = self.plan.scenario.load
         sem = BoundedSemaphore(arrival.max_concurrency)
-        horizon = self.measure_end - self.t_start
-        seed = self.plan.scenario.workload.seed
-        limit = self.plan.scenario.load.max_requests
-        for index, offset in enumerate(poisson_offsets(arrival.rate, horizon, seed, limit)):
+        offsets = arrival_offsets(
+            load.segments(),
+            seed=self.plan.scenario.workload.seed + 7919 * self.plan.worker_index,
+            burstiness=arrival.burstiness if isinstance(arrival, GammaArrivals) else 1.0,
+            share=self.plan.share,
+            limit=self._limit(),
+        )
+        for index, offset in enumerate(offsets):
             intended = self.t_start + offset
             delay = intended - time.monotonic()
             if delay > 0:
                 gevent.sleep(delay)
-            self.group.spawn(self._capped, sem, index, intended)
+            self.group.spawn(self._capped, sem, self._request_id(index), intended)
 
-    def _capped(self, sem: BoundedSemaphore, index: int, intended: float) -> None:
+    def _limit(self) -> int | None:
+        """This worker's part of max_requests."""
+        total = self.plan.scenario.load.max_requests
+        if total is None:
+            return None
+        n, w = self.plan.worker_count, self.plan.worker_index
+        return total // n + (1 if w < total % n else 0)
+
+    def _capped(self, sem: BoundedSemaphore, request_id: int, intended: float) -> None:
         with sem:
-            self._one(index, intended)
+            self._one(request_id, intended)
 
-    def _closed_loop(self, arrival: ClosedLoop) -> None:
+    def _closed_loop(self) -> None:
+        """Users follow the load profile: slot k runs while the profile wants more than k."""
+        segments = self.plan.scenario.load.segments()
         counter = itertools.count()
-        limit = self.plan.scenario.load.max_requests
+        limit = self._limit()
+        wanted = 0
+        exhausted = Event()
+        users: dict[int, gevent.Greenlet] = {}
 
-        def user_loop() -> None:
-            while time.monotonic() < self.measure_end:
+        def user_loop(slot: int) -> None:
+            while time.monotonic() < self.send_end and slot < wanted:
                 index = next(counter)
                 if limit is not None and index >= limit:
+                    exhausted.set()
                     return
-                self._one(index, None)
+                self._one(self._request_id(index), None)
 
-        for _ in range(arrival.users):
-            self.group.spawn(user_loop)
-        # Sleep through the window; the users stop themselves at measure_end.
-        self.group.join(timeout=max(0.0, self.measure_end - time.monotonic()))
+        while not exhausted.is_set():
+            now = time.monotonic()
+            if now >= self.send_end:
+                break
+            wanted = users_at(segments, now - self.t_start, self.plan.share)
+            for slot in range(wanted):
+                if slot not in users or users[slot].dead:
+                    users[slot] = self.group.spawn(user_loop, slot)
+            exhausted.wait(timeout=min(0.1, max(0.0, self.send_end - time.monotonic())))
 
     def _drain(self, timeout_s: float) -> None:
-        deadline = max(time.monotonic(), self.measure_end) + timeout_s
+        deadline = max(time.monotonic(), self.send_end) + timeout_s
         self.group.join(timeout=max(0.0, deadline - time.monotonic()))
         if len(self.group):
             self.user.state.cut_at_drain += len(self.group)
@@ -188,7 +226,9 @@ class _Schedule:
         )
 
     def phase_of(self, ref: float) -> Phase:
-        return "warmup" if ref < self.measure_start else "measure"
+        if ref < self.measure_start:
+            return "warmup"
+        return "measure" if ref < self.measure_end else "cooldown"
 
 
 def _make_record(
@@ -219,7 +259,11 @@ def run_load(plan: LoadPlan, sink: Sink) -> LoadOutcome:
     """Drive the scenario's load through Locust (as a library) and return the timeline."""
     sc = plan.scenario
     arrival = sc.load.arrival
-    concurrency = arrival.max_concurrency if isinstance(arrival, PoissonArrivals) else arrival.users
+    if isinstance(arrival, ClosedLoop):
+        peak = max(max(seg.level0, seg.level1) for seg in sc.load.segments())
+        concurrency = max(1, math.ceil(peak * plan.share))
+    else:
+        concurrency = arrival.max_concurrency
     state = _RunState(sink=sink)
     attrs: dict[str, Any] = {
         "host": plan.endpoint.base_url,
@@ -232,7 +276,7 @@ def run_load(plan: LoadPlan, sink: Sink) -> LoadOutcome:
     user_cls = type("OpenAIDriver", (_Driver,), attrs)
     env = Environment(user_classes=[user_cls])
     runner = env.create_local_runner()
-    budget = sc.load.warmup_s + sc.load.duration_s + sc.load.drain_timeout_s + 60.0
+    budget = sc.load.total_s + sc.load.drain_timeout_s + 60.0
     stop_signal: list[int] = []
 
     def on_signal(signum: int) -> None:

@@ -19,7 +19,7 @@ from harness.errors import RunInterrupted
 from harness.policy import Policy, load_policy
 from harness.recordlog import RecordLog, consolidate, read_table
 from harness.results import Manifest, new_run_dir, read_manifest
-from harness.scenario import Scenario, load_scenario, policy_path
+from harness.scenario import ClosedLoop, PoissonArrivals, Scenario, load_scenario, policy_path
 from harness.target import ResolvedTarget, resolve, simulator
 from harness.verdict import Verdict
 
@@ -114,15 +114,19 @@ def describe(scenario: Scenario, target: ResolvedTarget, run_dir: Path) -> str:
     """One line saying what is about to happen, for the terminal."""
     load = scenario.load
     arrival = load.arrival
-    shape = (
-        f"Poisson {arrival.rate:g} req/s (cap {arrival.max_concurrency})"
-        if arrival.type == "poisson"
-        else f"{arrival.users} concurrent users"
-    )
+    if isinstance(arrival, ClosedLoop):
+        shape = f"{arrival.users} concurrent users"
+    else:
+        kind = "Poisson" if isinstance(arrival, PoissonArrivals) else "gamma"
+        shape = f"{kind} {arrival.rate:g} req/s (cap {arrival.max_concurrency})"
+    if load.stages is not None:
+        shape = f"{len(load.stages)} stages of {arrival.type} load"
+    edges = [f"{v:g} s {k}" for k, v in (("warm-up", load.warmup_s), ("cool-down", load.cooldown_s))
+             if v]  # fmt: skip
+    extra = f" (+{', '.join(edges)})" if edges else ""
     where = "built-in simulator" if target.kind == "simulator" else target.url
-    warm = f" after {load.warmup_s:g} s warm-up" if load.warmup_s else ""
     return (
-        f"{scenario.name}: {shape} for {load.duration_s:g} s{warm} -> {where} "
+        f"{scenario.name}: {shape}, {load.measured_s:g} s measured{extra} -> {where} "
         f"(model {target.model}); records in {run_dir}"
     )
 

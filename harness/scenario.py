@@ -8,6 +8,16 @@ from typing import Annotated, Any, Literal
 from pydantic import Field, field_validator
 
 from harness.config import StrictModel, apply_overrides, read_yaml, validate
+from harness.loadspec import ClosedLoop, GammaArrivals, LoadSpec, PoissonArrivals
+
+__all__ = [
+    "ClosedLoop",
+    "GammaArrivals",
+    "LoadSpec",
+    "PoissonArrivals",
+    "Scenario",
+    "load_scenario",
+]
 
 SCENARIO_SCHEMA = 1
 
@@ -78,43 +88,6 @@ class SyntheticWorkload(StrictModel):
 
 
 Workload = Annotated[SyntheticWorkload, Field(discriminator="type")]
-
-
-class PoissonArrivals(StrictModel):
-    """Open loop: requests arrive as a Poisson process whatever the server does."""
-
-    type: Literal["poisson"] = "poisson"
-    rate: float = Field(gt=0, le=100_000, description="mean arrivals per second")
-    max_concurrency: int = Field(
-        default=256,
-        ge=1,
-        le=100_000,
-        description="in-flight cap; later arrivals wait (lag recorded)",
-    )
-
-
-class ClosedLoop(StrictModel):
-    """Closed loop: N users, each sending its next request when the last one ends."""
-
-    type: Literal["concurrency"] = "concurrency"
-    users: int = Field(ge=1, le=100_000, description="concurrent users")
-
-
-Arrival = Annotated[PoissonArrivals | ClosedLoop, Field(discriminator="type")]
-
-
-class LoadSpec(StrictModel):
-    """How hard and how long; the warm-up is sent and recorded but not judged."""
-
-    arrival: Arrival
-    duration_s: float = Field(gt=0, le=7 * 86_400, description="measured window, after warm-up")
-    warmup_s: float = Field(default=0.0, ge=0, description="sent first, excluded from the verdict")
-    max_requests: int | None = Field(
-        default=None, ge=1, description="stop sending after this many requests (warm-up included)"
-    )
-    drain_timeout_s: float = Field(
-        default=60.0, ge=0, description="after the window, wait this long for in-flight requests"
-    )
 
 
 class Scenario(StrictModel):

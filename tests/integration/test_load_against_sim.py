@@ -94,12 +94,7 @@ def test_completions_streaming_and_closed_loop(tmp_path: Path) -> None:
     assert df["t_intended"].isna().all()  # closed loop has no schedule
     assert (df["chunk_times"].map(len) == 24).all()
     # Four users, each waiting for its own answer: never more than four in flight.
-    events = sorted([(t, 1) for t in df["t_sent"]] + [(t, -1) for t in df["t_done"]])
-    in_flight = peak = 0
-    for _, step in events:
-        in_flight += step
-        peak = max(peak, in_flight)
-    assert peak == 4
+    assert _peak_in_flight(df) == 4
 
 
 def test_concurrency_cap_holds_back_arrivals_and_records_the_lag(tmp_path: Path) -> None:
@@ -128,3 +123,46 @@ def test_max_requests_ends_the_run_and_rates_use_the_time_load_was_offered(
     assert len(read_frame(run_dir)) == 60
     rate = read_json(run_dir / "verdict.json")["summary"]["request_rate"]
     assert 30 * 0.6 < rate < 30 * 1.6  # 60 Poisson arrivals: about ±13 % by nature
+
+
+def _peak_in_flight(df: Any) -> int:
+    events = sorted([(t, 1) for t in df["t_sent"]] + [(t, -1) for t in df["t_done"]])
+    in_flight = peak = 0
+    for _, step in events:
+        in_flight += step
+        peak = max(peak, in_flight)
+    return peak
+
+
+def test_open_loop_stages_with_warmup_and_cooldown(tmp_path: Path) -> None:
+    stages = "[{duration_s: 4, rate: 5}, {duration_s: 4, rate: 25}]"
+    code, run_dir = _run(
+        tmp_path, {}, "load.duration_s=null", f"load.stages={stages}",
+        "load.warmup_s=1", "load.cooldown_s=1",
+    )  # fmt: skip
+    assert code == 0
+    df = read_frame(run_dir)
+    start = float(read_json(run_dir / "manifest.json")["timeline"]["t_start"])
+    offset = df["t_intended"] - start
+    assert (df.loc[offset < 1, "phase"] == "warmup").all()
+    assert (df.loc[offset >= 7, "phase"] == "cooldown").all()
+    assert (df.loc[(offset >= 1) & (offset < 7), "phase"] == "measure").all()
+    first, second = (offset < 4).sum(), (offset >= 4).sum()
+    assert 5 <= first <= 40  # 20 expected
+    assert 60 <= second <= 150  # 100 expected
+    verdict = read_json(run_dir / "verdict.json")
+    assert verdict["summary"]["requests"] == int((df["phase"] == "measure").sum())
+
+
+def test_closed_loop_stages_change_the_number_of_users(tmp_path: Path) -> None:
+    stages = "[{duration_s: 3, users: 2}, {duration_s: 3, users: 6}]"
+    code, run_dir = _run(
+        tmp_path, {}, "load.arrival={type: concurrency, users: 6}", "load.duration_s=null",
+        f"load.stages={stages}",
+    )  # fmt: skip
+    assert code == 0
+    df = read_frame(run_dir)
+    start = float(read_json(run_dir / "manifest.json")["timeline"]["t_start"])
+    early = df[(df["t_done"] - start) < 2.9]
+    assert _peak_in_flight(early) <= 2
+    assert _peak_in_flight(df) == 6

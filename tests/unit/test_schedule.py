@@ -7,7 +7,8 @@ import math
 import numpy as np
 import pytest
 
-from harness.schedule import poisson_offsets
+from harness.loadspec import Segment
+from harness.schedule import arrival_offsets, poisson_offsets, users_at
 
 
 def _gaps(rate: float, n: int, seed: int) -> np.ndarray:
@@ -56,3 +57,60 @@ def test_same_seed_same_schedule_and_limits() -> None:
     assert all(x < 5.0 for x in a)
     assert a == sorted(a)
     assert len(list(poisson_offsets(10.0, horizon_s=5.0, seed=3, limit=7))) == 7
+
+
+def _counts(offsets: list[float], edges: list[float]) -> np.ndarray:
+    return np.histogram(offsets, bins=edges)[0]
+
+
+def test_steps_hold_each_stage_rate() -> None:
+    segs = [Segment(0, 100, 20, 20), Segment(100, 200, 80, 80), Segment(200, 300, 5, 5)]
+    offsets = list(arrival_offsets(segs, seed=1))
+    for got, want in zip(_counts(offsets, [0, 100, 200, 300]), [2000, 8000, 500], strict=True):
+        assert abs(got - want) < 4.5 * math.sqrt(want)
+
+
+def test_linear_ramp_follows_the_cumulative_rate() -> None:
+    # Rate rising 0 -> 100/s over 200 s: the first half holds 1/4 of the arrivals.
+    offsets = list(arrival_offsets([Segment(0, 200, 0, 100)], seed=2))
+    first, second = _counts(offsets, [0, 100, 200])
+    assert abs(first - 2500) < 4.5 * math.sqrt(2500)
+    assert abs(second - 7500) < 4.5 * math.sqrt(7500)
+    down = list(arrival_offsets([Segment(0, 200, 100, 0)], seed=3))
+    first, second = _counts(down, [0, 100, 200])
+    assert abs(first - 7500) < 4.5 * math.sqrt(7500)
+    assert abs(second - 2500) < 4.5 * math.sqrt(2500)
+
+
+@pytest.mark.parametrize("burstiness", [0.25, 1.0, 4.0])
+def test_gamma_gaps_have_the_burstiness_cv(burstiness: float) -> None:
+    n, rate = 20_000, 50.0
+    offsets = np.fromiter(
+        arrival_offsets([Segment(0, 1e9, rate, rate)], seed=4, burstiness=burstiness, limit=n),
+        float,
+    )
+    gaps = np.diff(np.concatenate([[0.0], offsets]))
+    assert abs(gaps.mean() * rate - 1.0) < 5 / math.sqrt(burstiness * n)
+    cv = gaps.std(ddof=1) / gaps.mean()
+    assert abs(cv - 1 / math.sqrt(burstiness)) < 0.05 / math.sqrt(burstiness)
+
+
+def test_worker_shares_add_up_to_the_rate() -> None:
+    seg = [Segment(0, 200, 40, 40)]
+    halves = [len(list(arrival_offsets(seg, seed=s, share=0.5))) for s in (10, 11)]
+    assert abs(sum(halves) - 8000) < 4.5 * math.sqrt(8000)
+    assert all(abs(h - 4000) < 4.5 * math.sqrt(4000) for h in halves)
+
+
+def test_zero_rate_stage_sends_nothing_and_carries_on() -> None:
+    segs = [Segment(0, 10, 50, 50), Segment(10, 20, 0, 0), Segment(20, 30, 50, 50)]
+    offsets = list(arrival_offsets(segs, seed=5))
+    assert not [t for t in offsets if 10 <= t < 20]
+    assert len([t for t in offsets if t >= 20]) > 300
+
+
+def test_users_follow_the_profile() -> None:
+    segs = [Segment(0, 10, 0, 10), Segment(10, 20, 10, 10)]
+    assert [users_at(segs, t) for t in (0, 2.5, 5, 9.99, 15)] == [0, 2, 5, 10, 10]
+    assert users_at(segs, 25) == 0
+    assert users_at(segs, 15, share=0.5) == 5
