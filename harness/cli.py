@@ -65,6 +65,18 @@ def cli() -> None:
     metavar="KEY=VALUE",
     help="override a scenario key, e.g. --set load.duration_s=30",
 )
+@click.option(
+    "--workers",
+    type=click.IntRange(0, 256),
+    default=0,
+    show_default=True,
+    help="load from N local Locust worker processes (0: from this process)",
+)
+@click.option(
+    "--master-bind",
+    metavar="HOST:PORT",
+    help="wait here for --workers remote `harness worker`s instead of starting local ones",
+)
 def run(
     scenario: Path,
     target_url: str | None,
@@ -72,6 +84,8 @@ def run(
     policy_file: Path | None,
     out: Path,
     overrides: tuple[str, ...],
+    workers: int,
+    master_bind: str | None,
 ) -> None:
     """Drive load, judge the run against the policy, write results/<run-id>/."""
     from harness.judge import exit_code
@@ -85,6 +99,8 @@ def run(
         model=model,
         policy_file=policy_file,
         out=out,
+        workers=workers,
+        master_bind=master_bind,
     )
     result = execute(req, announce=lambda line: _err.print(line, soft_wrap=True))
     console = _out()
@@ -118,6 +134,18 @@ def evaluate(run_dir: Path, policy_file: Path | None) -> None:
     verdict = judge_run(run_dir, policy)
     print_verdict(verdict, _out())
     sys.exit(int(exit_code(verdict.decision)))
+
+
+@cli.command()
+@click.option("--master", required=True, metavar="HOST:PORT", help="the master to join")
+def worker(master: str) -> None:
+    """Join a `harness run --workers N --master-bind HOST:PORT` master and send its load."""
+    from harness.pipeline import host_port
+
+    host, port = host_port(master)
+    from harness.distributed import run_worker  # imports locust (gevent patches) only here
+
+    run_worker(host, port)
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -39,6 +39,12 @@ class TargetUnreachable(HarnessError):
     exit_code = ExitCode.INVALID
 
 
+class UsageError(HarnessError):
+    """A command-line value that cannot be used."""
+
+    exit_code = ExitCode.USAGE
+
+
 class RunInterrupted(HarnessError):
     """The run was stopped (Ctrl-C, SIGTERM); what it measured is in the run folder."""
 

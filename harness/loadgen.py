@@ -15,7 +15,7 @@ import signal
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any, ClassVar
+from typing import ClassVar
 
 import gevent
 from gevent.event import Event
@@ -56,7 +56,7 @@ class LoadPlan:
 
 
 @dataclass(slots=True)
-class _RunState:
+class RunState:
     sink: Sink
     finished: Event = field(default_factory=Event)
     timeline: Timeline | None = None
@@ -82,7 +82,7 @@ class _Driver(FastHttpUser):
     abstract = True
     wait_time = constant(0)
     plan: ClassVar[LoadPlan]
-    state: ClassVar[_RunState]
+    state: ClassVar[RunState]
 
     @task
     def drive(self) -> None:
@@ -168,7 +168,20 @@ class _Schedule:
 
     def _capped(self, sem: BoundedSemaphore, request_id: int, intended: float) -> None:
         with sem:
+            self._guarded(request_id, intended)
+
+    def _guarded(self, request_id: int, intended: float | None) -> None:
+        """A bug in a request greenlet must stop the run, not vanish with the greenlet."""
+        try:
             self._one(request_id, intended)
+        except gevent.GreenletExit:
+            raise
+        except BaseException as exc:
+            state = self.user.state
+            if state.failure is None:
+                state.failure = exc
+            state.finished.set()
+            raise
 
     def _closed_loop(self) -> None:
         """Users follow the load profile: slot k runs while the profile wants more than k."""
@@ -185,7 +198,7 @@ class _Schedule:
                 if limit is not None and index >= limit:
                     exhausted.set()
                     return
-                self._one(self._request_id(index), None)
+                self._guarded(self._request_id(index), None)
 
         while not exhausted.is_set():
             now = time.monotonic()
@@ -255,8 +268,15 @@ def _make_record(
     )
 
 
-def run_load(plan: LoadPlan, sink: Sink) -> LoadOutcome:
-    """Drive the scenario's load through Locust (as a library) and return the timeline."""
+class OpenAIDriver(_Driver):
+    """The one user class every generator process registers (the same name on master and
+    workers); `configure_driver` sets its plan before Locust spawns it."""
+
+    abstract = False
+
+
+def configure_driver(plan: LoadPlan, state: RunState) -> type[OpenAIDriver]:
+    """Point the driver class at a plan; Locust reads these attributes when it spawns it."""
     sc = plan.scenario
     arrival = sc.load.arrival
     if isinstance(arrival, ClosedLoop):
@@ -264,37 +284,48 @@ def run_load(plan: LoadPlan, sink: Sink) -> LoadOutcome:
         concurrency = max(1, math.ceil(peak * plan.share))
     else:
         concurrency = arrival.max_concurrency
-    state = _RunState(sink=sink)
-    attrs: dict[str, Any] = {
-        "host": plan.endpoint.base_url,
-        "concurrency": concurrency,  # one connection per in-flight request: no hidden queue
-        "connection_timeout": sc.target.connect_timeout_s,
-        "network_timeout": sc.target.read_timeout_s,
-        "plan": plan,
-        "state": state,
-    }
-    user_cls = type("OpenAIDriver", (_Driver,), attrs)
-    env = Environment(user_classes=[user_cls])
-    runner = env.create_local_runner()
-    budget = sc.load.total_s + sc.load.drain_timeout_s + 60.0
-    stop_signal: list[int] = []
+    OpenAIDriver.host = plan.endpoint.base_url
+    OpenAIDriver.concurrency = concurrency  # a connection per in-flight request: no hidden queue
+    OpenAIDriver.connection_timeout = sc.target.connect_timeout_s
+    OpenAIDriver.network_timeout = sc.target.read_timeout_s
+    OpenAIDriver.plan = plan
+    OpenAIDriver.state = state
+    return OpenAIDriver
+
+
+def stop_on_sigterm(state: RunState, stop_signal: list[int]) -> None:
+    """A CI job cancelled with SIGTERM must still leave a consistent run folder and stop the
+    simulator: the signal becomes an orderly stop instead of an instant exit. The handler
+    stays for the rest of the process, so a second SIGTERM cannot cut the clean-up short."""
 
     def on_signal(signum: int) -> None:
         stop_signal.append(signum)
         state.finished.set()
 
-    # A CI job cancelled with SIGTERM must still leave a consistent run folder and stop the
-    # simulator: the signal becomes an orderly stop instead of an instant exit. The handler
-    # stays for the rest of the process, so a second SIGTERM cannot cut the clean-up short.
     gevent.signal_handler(signal.SIGTERM, on_signal, signal.SIGTERM)
+
+
+def cut_in_flight(state: RunState) -> None:
+    """Record what is still in flight as cut, then stop it (after the driver is stopped)."""
+    if len(state.group):
+        state.cut_reason = "cut when the run was stopped"
+        state.group.kill(block=True, timeout=10)
+
+
+def run_load(plan: LoadPlan, sink: Sink) -> LoadOutcome:
+    """Drive the scenario's load through Locust (as a library) and return the timeline."""
+    state = RunState(sink=sink)
+    env = Environment(user_classes=[configure_driver(plan, state)])
+    runner = env.create_local_runner()
+    budget = plan.scenario.load.total_s + plan.scenario.load.drain_timeout_s + 60.0
+    stop_signal: list[int] = []
+    stop_on_sigterm(state, stop_signal)
     try:
         runner.start(1, spawn_rate=1)
         state.finished.wait(timeout=budget)
     finally:
         runner.quit()  # first the driver, so nothing new is spawned ...
-        if len(state.group):  # ... then what was in flight, each recorded as cut
-            state.cut_reason = "cut when the run was stopped"
-            state.group.kill(block=True, timeout=10)
+        cut_in_flight(state)  # ... then what was in flight, each recorded as cut
     if stop_signal:
         raise KeyboardInterrupt(f"stopped by signal {signal.Signals(stop_signal[0]).name}")
     if state.failure is not None:

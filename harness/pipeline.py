@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from harness.errors import RunInterrupted
+from harness.errors import RunInterrupted, UsageError
 from harness.policy import Policy, load_policy
 from harness.recordlog import RecordLog, consolidate, read_table
 from harness.results import Manifest, new_run_dir, read_manifest
@@ -37,6 +37,8 @@ class RunRequest:
     model: str | None = None
     policy_file: Path | None = None
     out: Path = Path("results")
+    workers: int = 0  # 0: load from this process; N: N Locust workers
+    master_bind: str | None = None  # HOST:PORT to wait for remote `harness worker`s on
 
 
 @dataclass(frozen=True, slots=True)
@@ -83,7 +85,7 @@ def execute(req: RunRequest, announce: Callable[[str], None] = lambda _: None) -
         announce(describe(scenario, target, run_dir))
         log = RecordLog(run_dir)
         try:
-            outcome = _drive(scenario, target, log)
+            outcome = _drive(req, scenario, target, log, announce)
         except BaseException as exc:
             log.close()
             manifest.status = "aborted"
@@ -99,6 +101,13 @@ def execute(req: RunRequest, announce: Callable[[str], None] = lambda _: None) -
     manifest.status = "complete"
     manifest.timeline = outcome.timeline
     manifest.records = log.count
+    manifest.load = {
+        "generators": max(req.workers, 1),
+        "sent": outcome.sent,
+        "cut_at_drain": outcome.cut_at_drain,
+    }
+    if outcome.sent != log.count:
+        manifest.notes.append(f"{outcome.sent} requests sent but {log.count} records written")
     if outcome.cut_at_drain:
         manifest.notes.append(
             f"{outcome.cut_at_drain} request(s) still running at the end of the drain "
@@ -147,12 +156,35 @@ def _open_run(
     return run_dir, manifest
 
 
-def _drive(scenario: Scenario, target: ResolvedTarget, log: RecordLog) -> LoadOutcome:
-    from harness.loadgen import LoadPlan, run_load  # imports locust: gevent patches here
+def _drive(
+    req: RunRequest,
+    scenario: Scenario,
+    target: ResolvedTarget,
+    log: RecordLog,
+    announce: Callable[[str], None],
+) -> LoadOutcome:
+    # Imports locust, which patches the standard library with gevent: only now.
+    from harness.loadgen import LoadPlan, run_load
     from harness.openai_api import endpoint_for
 
+    if req.workers or req.master_bind:
+        from harness.distributed import run_master
+
+        host, port = host_port(req.master_bind) if req.master_bind else ("127.0.0.1", 0)
+        return run_master(
+            scenario, target.url, target.model, log.write, workers=max(req.workers, 1),
+            bind_host=host, bind_port=port, spawn_local=req.master_bind is None,
+            announce=announce,
+        )  # fmt: skip
     endpoint = endpoint_for(scenario, target.url)
     return run_load(LoadPlan(scenario=scenario, endpoint=endpoint, model=target.model), log.write)
+
+
+def host_port(text: str) -> tuple[str, int]:
+    host, sep, port = text.rpartition(":")
+    if not sep or not port.isdigit():
+        raise UsageError(f"expected HOST:PORT, got {text!r}")
+    return host or "0.0.0.0", int(port)
 
 
 def judge_run(run_dir: Path, policy: Policy, write: bool = True) -> Verdict:

@@ -46,6 +46,7 @@ class Manifest:
     status: str = "running"  # running -> complete | aborted
     timeline: Timeline | None = None
     records: int = 0
+    load: dict[str, Any] = field(default_factory=dict)  # generators, requests sent, cuts
     notes: list[str] = field(default_factory=list)
     tool: dict[str, Any] = field(default_factory=lambda: tool_info())
     host: dict[str, Any] = field(default_factory=lambda: host_info())
@@ -65,6 +66,7 @@ class Manifest:
             "target": self.target,
             "timeline": None if self.timeline is None else _timeline_dict(self.timeline),
             "records": self.records,
+            "load": self.load,
             "notes": self.notes,
         }
 
@@ -112,6 +114,7 @@ def read_manifest(run_dir: Path) -> Manifest:
             status=data["status"],
             timeline=Timeline(**tl) if tl else None,
             records=int(data.get("records", 0)),
+            load=dict(data.get("load", {})),
             notes=list(data.get("notes", [])),
             tool=data["tool"],
             host=data["host"],
