@@ -16,6 +16,7 @@ import sys
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import gevent
@@ -36,6 +37,7 @@ from harness.openai_api import endpoint_for
 from harness.records import RequestRecord
 from harness.results import Timeline
 from harness.scenario import Scenario
+from harness.workload import Workload, build_workload
 
 Sink = Callable[[RequestRecord], None]
 
@@ -68,12 +70,15 @@ class _Collected:
     received: dict[int, int] = field(default_factory=dict)  # worker index -> records
     done: dict[int, dict[str, Any]] = field(default_factory=dict)
     ready: set[int] = field(default_factory=set)
+    plan_errors: list[str] = field(default_factory=list)
     all_done: Event = field(default_factory=Event)
     all_ready: Event = field(default_factory=Event)
 
 
 def run_master(
     scenario: Scenario,
+    workload: Workload,
+    scenario_dir: Path,
     url: str,
     model: str,
     sink: Sink,
@@ -87,7 +92,9 @@ def run_master(
     """Run the scenario on `workers` worker processes and gather every record through sink."""
     port = bind_port or free_port()
     state = RunState(sink=sink)  # only for the signal handler's `finished`
-    plan = LoadPlan(scenario=scenario, endpoint=endpoint_for(scenario, url), model=model)
+    plan = LoadPlan(
+        scenario=scenario, endpoint=endpoint_for(scenario, url), model=model, workload=workload
+    )
     env = Environment(user_classes=[configure_driver(plan, state)])
     runner = env.create_master_runner(master_bind_host=bind_host, master_bind_port=port)
     got = _Collected()
@@ -98,6 +105,8 @@ def run_master(
     got_index: dict[str, int] = {}
 
     def on_ready(environment: Any, msg: Any, **_: Any) -> None:
+        if msg.data.get("error"):
+            got.plan_errors.append(f"worker {index_of(msg.node_id)}: {msg.data['error']}")
         got.ready.add(index_of(msg.node_id))
         if len(got.ready) == workers:
             got.all_ready.set()
@@ -146,6 +155,8 @@ def run_master(
                 MSG_PLAN,
                 {
                     "scenario": scenario.model_dump(mode="json", by_alias=True),
+                    # Dataset paths resolve here: remote workers need the files at this path.
+                    "scenario_dir": str(scenario_dir),
                     "url": url,
                     "model": model,
                     "worker_index": i,
@@ -157,6 +168,8 @@ def run_master(
             )
         if not got.all_ready.wait(timeout=connect_timeout_s):
             raise DistributedError("workers did not acknowledge their plans")
+        if got.plan_errors:
+            raise DistributedError("; ".join(got.plan_errors))
         runner.start(workers, spawn_rate=workers)
         budget = scenario.load.total_s + scenario.load.drain_timeout_s + 120.0
         gevent.wait([got.all_done, state.finished], timeout=budget, count=1)
@@ -257,7 +270,14 @@ def run_worker(master_host: str, master_port: int, timeout_s: float = 7 * 86_400
     runner = env.create_worker_runner(master_host, master_port)
 
     def on_plan(environment: Any, msg: Any, **_: Any) -> None:
-        data = msg.data
+        try:
+            _take_plan(msg.data)
+        except Exception as exc:  # e.g. a dataset file missing on this machine
+            runner.send_message(MSG_READY, {"error": f"{type(exc).__name__}: {exc}"})
+            return
+        runner.send_message(MSG_READY, {})
+
+    def _take_plan(data: dict[str, Any]) -> None:
         same_host = data["master_host"] == socket.gethostname()
         # One machine shares CLOCK_MONOTONIC; across machines, line up on the plan's arrival.
         offset = 0.0 if same_host else float(data["master_time"]) - time.monotonic()
@@ -266,6 +286,7 @@ def run_worker(master_host: str, master_port: int, timeout_s: float = 7 * 86_400
             scenario=scenario,
             endpoint=endpoint_for(scenario, data["url"]),
             model=data["model"],
+            workload=build_workload(scenario.workload, Path(data["scenario_dir"])),
             worker=f"w{data['worker_index']}",
             worker_index=int(data["worker_index"]),
             worker_count=int(data["worker_count"]),
@@ -275,7 +296,6 @@ def run_worker(master_host: str, master_port: int, timeout_s: float = 7 * 86_400
         configure_driver(plan, state)
         state_box.update(state=state, batcher=batcher, offset=offset)
         gevent.spawn(_report_when_done, runner, state, batcher, offset)
-        runner.send_message(MSG_READY, {})
 
     runner.register_message(MSG_PLAN, on_plan)
     try:

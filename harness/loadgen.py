@@ -29,11 +29,11 @@ from locust.exception import StopUser
 from harness.client import Cut, Exchange, RequestOptions, send
 from harness.loadspec import ClosedLoop, GammaArrivals, OpenArrival
 from harness.openai_api import Endpoint, request_body
-from harness.prompts import SyntheticPrompts
 from harness.records import Phase, RequestRecord
 from harness.results import Timeline
 from harness.scenario import Scenario
 from harness.schedule import arrival_offsets, users_at
+from harness.workload import RequestSpec, Workload
 
 Sink = Callable[[RequestRecord], None]
 
@@ -45,6 +45,7 @@ class LoadPlan:
     scenario: Scenario
     endpoint: Endpoint
     model: str
+    workload: Workload
     worker: str = "local"
     worker_index: int = 0  # this generator's place among worker_count (distributed runs)
     worker_count: int = 1
@@ -104,7 +105,7 @@ class _Schedule:
         self.user = user
         self.plan = user.plan
         sc = self.plan.scenario
-        self.prompts = SyntheticPrompts(sc.workload.seed, sc.workload.prompt_tokens)
+        self.ids = itertools.count()
         ep = self.plan.endpoint
         self.http = user.client.client.clientpool.get_client(URL(ep.base_url + ep.path))
         self.group = user.state.group
@@ -138,7 +139,7 @@ class _Schedule:
         )
 
     def _request_id(self, index: int) -> int:
-        """Unique across workers: worker w of n sends ids w, w + n, w + 2n, ..."""
+        """Arrival (session) ids unique across workers: worker w of n has w, w + n, w + 2n..."""
         return index * self.plan.worker_count + self.plan.worker_index
 
     def _open_loop(self, arrival: OpenArrival) -> None:
@@ -217,19 +218,34 @@ class _Schedule:
             self.user.state.cut_at_drain += len(self.group)
             self.group.kill(block=True, timeout=10)
 
-    def _one(self, index: int, intended: float | None) -> None:
-        state = self.user.state
-        state.sent += 1
-        body = request_body(self.plan.scenario, self.plan.model, self.prompts.prompt(index))
-        try:
-            ex = send(self.http, self.options, body, state.cut_reason)
-        except Cut as cut:
-            state.sink(_make_record(self, index, intended, cut.exchange))
-            raise
-        record = _make_record(self, index, intended, ex)
-        state.sink(record)
-        ev = self.user.environment.events.request
-        ev.fire(
+    def _one(self, session_uid: int, intended: float | None) -> None:
+        """One arrival: a single request, or every turn of a conversation in order."""
+        plan, state = self.plan, self.user.state
+        want_text = plan.workload.needs_reply_text
+        session = plan.workload.session(session_uid)
+        reply: str | None = None
+        while (spec := session.next_request(reply)) is not None:
+            if spec.turn > 0:
+                if spec.think_time_s:
+                    gevent.sleep(spec.think_time_s)
+                if intended is not None:
+                    intended = time.monotonic()  # later turns follow the answer, not the clock
+            request_id = next(self.ids) * plan.worker_count + plan.worker_index
+            state.sent += 1
+            body = request_body(plan.scenario, plan.model, spec)
+            try:
+                ex = send(self.http, self.options, body, state.cut_reason, want_text=want_text)
+            except Cut as cut:
+                state.sink(_make_record(self, request_id, intended, cut.exchange, spec))
+                raise
+            record = _make_record(self, request_id, intended, ex, spec)
+            state.sink(record)
+            self._report_to_locust(record)
+            reply = ex.reply_text if ex.error is None else None
+
+    def _report_to_locust(self, record: RequestRecord) -> None:
+        """Locust's own statistics (its UI) get the end-to-end time; verdicts never read them."""
+        self.user.environment.events.request.fire(
             request_type="POST",
             name=f"{self.plan.scenario.target.api} (e2e)",
             response_time=(record.t_done - record.t_sent) * 1000.0,
@@ -245,7 +261,7 @@ class _Schedule:
 
 
 def _make_record(
-    sched: _Schedule, index: int, intended: float | None, ex: Exchange
+    sched: _Schedule, index: int, intended: float | None, ex: Exchange, spec: RequestSpec
 ) -> RequestRecord:
     chunks = tuple(ex.chunk_times)
     return RequestRecord(
@@ -265,6 +281,10 @@ def _make_record(
         status=ex.status,
         error=ex.error,
         error_detail=ex.error_detail,
+        session=spec.session,
+        turn=spec.turn,
+        planned_prompt_tokens=spec.planned_prompt_tokens,
+        max_tokens=spec.max_tokens,
     )
 
 

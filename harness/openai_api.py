@@ -8,6 +8,7 @@ from dataclasses import dataclass
 from urllib.parse import urlsplit
 
 from harness.scenario import Scenario
+from harness.workload.base import RequestSpec
 
 
 @dataclass(frozen=True, slots=True)
@@ -47,19 +48,19 @@ def endpoint_for(scenario: Scenario, url: str) -> Endpoint:
     return Endpoint(base_url=base, path=prefix + route, headers=headers, api_key=api_key)
 
 
-def request_body(scenario: Scenario, model: str, prompt: str) -> bytes:
-    """The JSON body for one request."""
+def request_body(scenario: Scenario, model: str, spec: RequestSpec) -> bytes:
+    """The JSON body for one request: chat sends the whole history, completions its text."""
     wl = scenario.workload
     body: dict[str, object] = {
         "model": model,
-        "max_tokens": wl.max_tokens,
+        "max_tokens": spec.max_tokens,
         "temperature": wl.temperature,
         "stream": scenario.target.stream,
     }
     if scenario.target.api == "chat":
-        body["messages"] = [{"role": "user", "content": prompt}]
+        body["messages"] = [{"role": role, "content": text} for role, text in spec.messages]
     else:
-        body["prompt"] = prompt
+        body["prompt"] = spec.completion_prompt
     if wl.ignore_eos:
         body["ignore_eos"] = True  # vLLM and llama.cpp honour it; others ignore unknown keys
     if scenario.target.stream:

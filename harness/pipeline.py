@@ -22,6 +22,7 @@ from harness.results import Manifest, new_run_dir, read_manifest
 from harness.scenario import ClosedLoop, PoissonArrivals, Scenario, load_scenario, policy_path
 from harness.target import ResolvedTarget, resolve, simulator
 from harness.verdict import Verdict
+from harness.workload import Workload, build_workload
 
 if TYPE_CHECKING:
     from harness.loadgen import LoadOutcome
@@ -47,11 +48,23 @@ class RunResult:
     verdict: Verdict
 
 
-def load_inputs(req: RunRequest) -> tuple[Scenario, Path, Policy]:
-    """Step 1-2: the scenario (with --set overrides) and the policy it names (or --policy)."""
+@dataclass(frozen=True, slots=True)
+class Inputs:
+    """Everything read from files before any process starts: a bad file exits 2 here."""
+
+    scenario: Scenario
+    policy_file: Path
+    policy: Policy
+    workload: Workload
+
+
+def load_inputs(req: RunRequest) -> Inputs:
+    """Steps 1-2: the scenario (with --set overrides), its workload's datasets, and the
+    policy it names (or --policy)."""
     scenario = load_scenario(req.scenario_file, list(req.overrides))
+    workload = build_workload(scenario.workload, req.scenario_file.parent, str(req.scenario_file))
     pfile = req.policy_file or policy_path(req.scenario_file, scenario)
-    return scenario, pfile, load_policy(pfile)
+    return Inputs(scenario, pfile, load_policy(pfile), workload)
 
 
 @contextlib.contextmanager
@@ -79,13 +92,14 @@ def target_for(req: RunRequest, scenario: Scenario) -> Iterator[ResolvedTarget]:
 
 def execute(req: RunRequest, announce: Callable[[str], None] = lambda _: None) -> RunResult:
     """Run a scenario end to end and judge it; the run folder holds everything."""
-    scenario, pfile, policy = load_inputs(req)
+    inputs = load_inputs(req)
+    scenario, policy = inputs.scenario, inputs.policy
     with target_for(req, scenario) as target:
-        run_dir, manifest = _open_run(req, scenario, pfile, policy, target)
+        run_dir, manifest = _open_run(req, scenario, inputs.policy_file, policy, target)
         announce(describe(scenario, target, run_dir))
         log = RecordLog(run_dir)
         try:
-            outcome = _drive(req, scenario, target, log, announce)
+            outcome = _drive(req, inputs, target, log, announce)
         except BaseException as exc:
             log.close()
             manifest.status = "aborted"
@@ -158,7 +172,7 @@ def _open_run(
 
 def _drive(
     req: RunRequest,
-    scenario: Scenario,
+    inputs: Inputs,
     target: ResolvedTarget,
     log: RecordLog,
     announce: Callable[[str], None],
@@ -167,17 +181,23 @@ def _drive(
     from harness.loadgen import LoadPlan, run_load
     from harness.openai_api import endpoint_for
 
+    scenario = inputs.scenario
     if req.workers or req.master_bind:
         from harness.distributed import run_master
 
         host, port = host_port(req.master_bind) if req.master_bind else ("127.0.0.1", 0)
         return run_master(
-            scenario, target.url, target.model, log.write, workers=max(req.workers, 1),
-            bind_host=host, bind_port=port, spawn_local=req.master_bind is None,
-            announce=announce,
+            scenario, inputs.workload, req.scenario_file.parent.resolve(), target.url,
+            target.model, log.write, workers=max(req.workers, 1), bind_host=host,
+            bind_port=port, spawn_local=req.master_bind is None, announce=announce,
         )  # fmt: skip
-    endpoint = endpoint_for(scenario, target.url)
-    return run_load(LoadPlan(scenario=scenario, endpoint=endpoint, model=target.model), log.write)
+    plan = LoadPlan(
+        scenario=scenario,
+        endpoint=endpoint_for(scenario, target.url),
+        model=target.model,
+        workload=inputs.workload,
+    )
+    return run_load(plan, log.write)
 
 
 def host_port(text: str) -> tuple[str, int]:

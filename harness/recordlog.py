@@ -39,6 +39,8 @@ RECORD_SCHEMA = pa.schema(
         ("error_detail", pa.string()),
         ("session", pa.int64()),
         ("turn", pa.int64()),
+        ("planned_prompt_tokens", pa.int64()),
+        ("max_tokens", pa.int64()),
     ]
 )
 

@@ -46,6 +46,8 @@ class RequestRecord:
     error_detail: str = ""
     session: int | None = None  # conversation a multi-turn request belongs to
     turn: int = 0  # its turn in that conversation, from 0
+    planned_prompt_tokens: int | None = None  # the prompt length the workload aimed at
+    max_tokens: int | None = None  # the output length asked for
 
     @property
     def ok(self) -> bool:
@@ -81,6 +83,8 @@ class RequestRecord:
             error_detail=str(row.get("error_detail") or ""),
             session=_opt_int(row.get("session")),
             turn=int(row.get("turn") or 0),
+            planned_prompt_tokens=_opt_int(row.get("planned_prompt_tokens")),
+            max_tokens=_opt_int(row.get("max_tokens")),
         )
 
 

@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated, Any, Literal
+from typing import Any, Literal
 
 from pydantic import Field, field_validator
 
 from harness.config import StrictModel, apply_overrides, read_yaml, validate
 from harness.loadspec import ClosedLoop, GammaArrivals, LoadSpec, PoissonArrivals
+from harness.workload.spec import SyntheticWorkload, WorkloadSpec
 
 __all__ = [
     "ClosedLoop",
@@ -16,6 +17,8 @@ __all__ = [
     "LoadSpec",
     "PoissonArrivals",
     "Scenario",
+    "SyntheticWorkload",
+    "Workload",
     "load_scenario",
 ]
 
@@ -72,22 +75,8 @@ class TargetSpec(StrictModel):
         return value
 
 
-class SyntheticWorkload(StrictModel):
-    """Random-word prompts of about `prompt_tokens` tokens, `max_tokens` generated."""
-
-    type: Literal["synthetic"] = "synthetic"
-    prompt_tokens: int = Field(default=128, ge=1, le=1_000_000, description="prompt length, words")
-    max_tokens: int = Field(default=64, ge=1, le=1_000_000, description="tokens to generate")
-    ignore_eos: bool = Field(
-        default=True, description="ask the server to generate exactly max_tokens (vLLM extension)"
-    )
-    temperature: float = Field(default=0.0, ge=0.0, le=2.0)
-    seed: int = Field(
-        default=0, description="seed of the prompt generator: same seed, same prompts"
-    )
-
-
-Workload = Annotated[SyntheticWorkload, Field(discriminator="type")]
+Workload = WorkloadSpec
+"""The `workload:` section, one of the kinds in harness.workload.spec (chosen by `type`)."""
 
 
 class Scenario(StrictModel):

@@ -1,0 +1,30 @@
+"""From a `workload:` section to the runtime workload the driver draws requests from."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from harness.workload.base import Workload
+from harness.workload.datasets import Origin, load_jsonl, load_sharegpt
+from harness.workload.generated import MultiTurn, SharedPrefix, Synthetic
+from harness.workload.spec import WorkloadSpec
+
+_BUILDERS: dict[str, Callable[[Any, Origin], Workload]] = {
+    "synthetic": lambda spec, _: Synthetic(spec),
+    "shared_prefix": lambda spec, _: SharedPrefix(spec),
+    "multi_turn": lambda spec, _: MultiTurn(spec),
+    "sharegpt": load_sharegpt,
+    "jsonl": load_jsonl,
+}
+
+
+def build_workload(
+    spec: WorkloadSpec, scenario_dir: Path, source: str | None = None, key: str = "workload"
+) -> Workload:
+    """Build once per run, before load starts: datasets are read here, and a missing or bad
+    file is a ConfigError naming `source` (the scenario file) and the key path under `key`.
+    Relative dataset paths start at `scenario_dir`, the scenario file's folder."""
+    origin = Origin(source=source or str(scenario_dir), key=key, base_dir=scenario_dir)
+    return _BUILDERS[spec.type](spec, origin)
