@@ -27,6 +27,7 @@ import pyarrow.parquet as pq
 
 from harness.metrics import percentile_of
 from harness.verdict import LatencyStats, RunSummary
+from harness.workload.calibration import TokenCalibration, token_calibration
 
 FloatArray = npt.NDArray[np.float64]
 BoolArray = npt.NDArray[np.bool_]
@@ -65,6 +66,8 @@ RECORD_COLUMNS = (
     "error",
 )
 
+OPTIONAL_COLUMNS = ("planned_prompt_tokens", "max_tokens")  # absent in hand-made tables
+
 _NO_SLO: Mapping[str, float] = MappingProxyType({})
 
 
@@ -86,6 +89,8 @@ class RunMetrics:
     duration_s: float | None
     prompt_tokens_mean: float | None = None
     output_tokens_mean: float | None = None
+    prompt_vs_planned: TokenCalibration | None = None  # usage / words the workload planned
+    output_vs_asked: TokenCalibration | None = None  # usage / max_tokens asked for
 
     def sample_count(self, metric: str) -> int:
         """How many samples a distribution metric has (0 when it has no data)."""
@@ -211,6 +216,8 @@ def analyse(
         duration_s=duration_s,
         prompt_tokens_mean=_mean(prompt_tokens[ok]),
         output_tokens_mean=_mean(out_tokens[ok]),
+        prompt_vs_planned=_calibration(table, "planned_prompt_tokens", prompt_tokens, ok),
+        output_vs_asked=_calibration(table, "max_tokens", usage_out, ok),
     )
 
 
@@ -231,6 +238,8 @@ def summarise(metrics: RunMetrics) -> RunSummary:
         schedule_lag_s=latency_stats(metrics.samples.get("schedule_lag")),
         prompt_tokens_mean=metrics.prompt_tokens_mean,
         output_tokens_mean=metrics.output_tokens_mean,
+        prompt_vs_planned=metrics.prompt_vs_planned,
+        output_vs_asked=metrics.output_vs_asked,
     )
 
 
@@ -263,7 +272,17 @@ def _as_table(records: pd.DataFrame | pa.Table) -> pa.Table:
 
 def _measured(table: pa.Table) -> pa.Table:
     phase = pc.fill_null(pc.cast(table["phase"], pa.string()), "")
-    return table.select(list(RECORD_COLUMNS)).filter(pc.equal(phase, "measure"))
+    columns = [*RECORD_COLUMNS, *(c for c in OPTIONAL_COLUMNS if c in table.column_names)]
+    return table.select(columns).filter(pc.equal(phase, "measure"))
+
+
+def _calibration(
+    table: pa.Table, column: str, actual: FloatArray, ok: BoolArray
+) -> TokenCalibration | None:
+    """actual / asked-for lengths over successful requests, when the records say what was asked."""
+    if column not in table.column_names:
+        return None
+    return token_calibration(_floats(table, column)[ok], actual[ok])
 
 
 def _floats(table: pa.Table, column: str) -> FloatArray:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import enum
 import json
 import math
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -77,6 +78,10 @@ class RunSummary:
     schedule_lag_s: LatencyStats = field(default_factory=LatencyStats)
     prompt_tokens_mean: float | None = None
     output_tokens_mean: float | None = None
+    # How the server's token counts compare with what was asked: {n, mean_ratio, p5_ratio,
+    # p95_ratio}; prompt tokens against the words planned, output tokens against max_tokens.
+    prompt_vs_planned: Mapping[str, Any] | None = None
+    output_vs_asked: Mapping[str, Any] | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -103,6 +108,8 @@ class Verdict:
             "goodput": _num(s.goodput),
             "prompt_tokens_mean": _num(s.prompt_tokens_mean),
             "output_tokens_mean": _num(s.output_tokens_mean),
+            "prompt_tokens_vs_planned": _ratios(s.prompt_vs_planned),
+            "output_tokens_vs_max_tokens": _ratios(s.output_vs_asked),
         }
         for key in ("ttft_s", "tpot_s", "itl_s", "e2el_s", "schedule_lag_s"):
             st: LatencyStats = getattr(s, key)
@@ -140,6 +147,12 @@ class Verdict:
 
     def to_json(self) -> str:
         return json.dumps(self.to_json_dict(), indent=2, allow_nan=False) + "\n"
+
+
+def _ratios(cal: Mapping[str, Any] | None) -> dict[str, Any] | None:
+    if cal is None:
+        return None
+    return {k: (_num(v) if isinstance(v, float) else v) for k, v in cal.items()}
 
 
 def _num(value: float | None) -> float | None:

@@ -76,6 +76,23 @@ def render_markdown(verdict: Verdict) -> str:
         ("schedule lag", s.schedule_lag_s),
     ):
         lines.append(_latency_row(label, stats))
+    sizes = [
+        (label, cal)
+        for label, cal in (
+            ("prompt tokens / planned words", s.prompt_vs_planned),
+            ("output tokens / max_tokens", s.output_vs_asked),
+        )
+        if cal is not None and cal.get("n")
+    ]
+    if sizes:
+        lines += [
+            "",
+            "| sizes (server usage vs asked) | mean | p5 | p95 | n |",
+            "|---|---:|---:|---:|---:|",
+        ]
+        for label, cal in sizes:
+            ratios = " | ".join(f"{cal[k]:.3f}" for k in ("mean_ratio", "p5_ratio", "p95_ratio"))
+            lines.append(f"| {label} | {ratios} | {cal['n']} |")
     if s.error_classes:
         lines += ["", "### Errors", "", "| class | count |", "|---|---:|"]
         lines += [f"| {_cell(name)} | {count} |" for name, count in s.error_classes.items()]

@@ -166,3 +166,37 @@ def test_closed_loop_stages_change_the_number_of_users(tmp_path: Path) -> None:
     early = df[(df["t_done"] - start) < 2.9]
     assert _peak_in_flight(early) <= 2
     assert _peak_in_flight(df) == 6
+
+
+def test_multi_turn_resends_the_growing_history(tmp_path: Path) -> None:
+    _, run_dir = _run(
+        tmp_path, {}, "workload={type: multi_turn, turns: 3, prompt_tokens: 20, max_tokens: 8}",
+        "load.arrival={type: concurrency, users: 2}", "load.duration_s=4",
+    )  # fmt: skip
+    df = read_frame(run_dir)
+    done = df[df["error"].isna()].sort_values(["session", "turn"])
+    complete = done.groupby("session").filter(lambda g: list(g["turn"]) == [0, 1, 2])
+    assert complete["session"].nunique() >= 2
+    for _, conv in complete.groupby("session"):
+        tokens = conv["prompt_tokens"].tolist()
+        # Each turn adds the last answer (8 tokens) and a new 20-word question to the prompt.
+        assert tokens[0] < tokens[1] < tokens[2]
+        assert tokens[1] - tokens[0] >= 28
+        assert (conv["planned_prompt_tokens"].diff().dropna() >= 20).all()
+
+
+def test_lognormal_lengths_reach_the_server_and_are_calibrated(tmp_path: Path) -> None:
+    _, run_dir = _run(
+        tmp_path, {},
+        "workload.prompt_tokens={type: lognormal, mean: 200, std: 80}",
+        "workload.max_tokens={type: uniform, min: 4, max: 12}",
+        "load.arrival.rate=30",
+    )  # fmt: skip
+    df = read_frame(run_dir)
+    ok = df[df["error"].isna()]
+    assert ok["planned_prompt_tokens"].std() > 30  # lengths really vary
+    assert (ok["output_tokens"] == ok["max_tokens"]).all()  # ignore_eos honoured
+    assert set(ok["max_tokens"]) <= set(range(4, 13))
+    ratio = read_json(run_dir / "verdict.json")["summary"]["prompt_tokens_vs_planned"]
+    assert ratio["n"] == int((ok["phase"] == "measure").sum())
+    assert 1.0 <= ratio["mean_ratio"] < 1.3  # the simulator counts words plus a chat template
