@@ -100,7 +100,9 @@ class RunMetrics:
 
 def read_records(path: Path) -> pa.Table:
     """Read a records Parquet file (or a folder of parts) with only the columns analysis needs."""
-    return pq.read_table(path, columns=list(RECORD_COLUMNS))
+    present = set(pq.read_schema(path).names) if path.is_file() else set(OPTIONAL_COLUMNS)
+    optional = [c for c in OPTIONAL_COLUMNS if c in present]
+    return pq.read_table(path, columns=[*RECORD_COLUMNS, *optional])
 
 
 def statistic(samples: FloatArray, stat: str) -> float:

@@ -14,6 +14,7 @@ import pytest
 
 from harness.analysis import (
     DISTRIBUTION_METRICS,
+    OPTIONAL_COLUMNS,
     RECORD_COLUMNS,
     analyse,
     latency_stats,
@@ -263,7 +264,7 @@ def test_parquet_reader_matches_the_dataframe(tmp_path: Path) -> None:
     path = tmp_path / "records.parquet"
     pq.write_table(pa.Table.from_pylist([r.to_row() for r in records]), path)
     table = read_records(path)
-    assert table.column_names == list(RECORD_COLUMNS)
+    assert table.column_names == [*RECORD_COLUMNS, *OPTIONAL_COLUMNS]
     from_file = analyse(table, 99.0, 101.0, {"ttft": 1.0})
     from_frame = analyse(frame(*records), 99.0, 101.0, {"ttft": 1.0})
     assert summarise(from_file) == summarise(from_frame)
