@@ -137,6 +137,36 @@ def evaluate(run_dir: Path, policy_file: Path | None) -> None:
 
 
 @cli.command()
+@click.argument("scenario", type=click.Path(path_type=Path, dir_okay=False))
+@click.option("--target", "target_url", help="OpenAI base URL, e.g. http://host:8000/v1")
+@click.option("--model", help="model name to request (default: scenario, else first listed)")
+@click.option("--out", type=click.Path(path_type=Path, file_okay=False), default=Path("results"),
+              show_default=True, help="folder that receives the run folder")  # fmt: skip
+@click.option("--set", "overrides", multiple=True, metavar="KEY=VALUE",
+              help="override a scenario key")  # fmt: skip
+@click.option("--host", default="127.0.0.1", show_default=True, help="address of the web UI")
+@click.option("--port", type=int, default=8089, show_default=True, help="port of the web UI")
+def ui(
+    scenario: Path,
+    target_url: str | None,
+    model: str | None,
+    out: Path,
+    overrides: tuple[str, ...],
+    host: str,
+    port: int,
+) -> None:
+    """Locust's web UI on the scenario's target and workload (load set by hand).
+
+    Every request is recorded raw in a run folder; judge it with `harness evaluate`."""
+    from harness.pipeline import RunRequest, explore
+
+    req = RunRequest(scenario_file=scenario, overrides=overrides, target_url=target_url,
+                     model=model, out=out)  # fmt: skip
+    run_dir, count = explore(req, host, port, lambda line: _err.print(line, soft_wrap=True))
+    _err.print(f"{count} records in {run_dir}; judge them with: harness evaluate {run_dir}")
+
+
+@cli.command()
 @click.option("--master", required=True, metavar="HOST:PORT", help="the master to join")
 def worker(master: str) -> None:
     """Join a `harness run --workers N --master-bind HOST:PORT` master and send its load."""

@@ -244,15 +244,17 @@ class _Schedule:
             reply = ex.reply_text if ex.error is None else None
 
     def _report_to_locust(self, record: RequestRecord) -> None:
-        """Locust's own statistics (its UI) get the end-to-end time; verdicts never read them."""
-        self.user.environment.events.request.fire(
-            request_type="POST",
-            name=f"{self.plan.scenario.target.api} (e2e)",
-            response_time=(record.t_done - record.t_sent) * 1000.0,
-            response_length=record.output_tokens or 0,
-            exception=None if record.ok else Exception(f"{record.error}: {record.error_detail}"),
-            context={},
-        )
+        """Locust's own statistics (its web UI) get TTFT and E2EL rows, marked approximate
+        because Locust rounds them; verdicts never read them, only the raw records."""
+        fire = self.user.environment.events.request.fire
+        failure = None if record.ok else Exception(f"{record.error}: {record.error_detail}")
+        end = record.t_last if record.t_last is not None else record.t_done
+        fire(request_type="POST", name="E2EL (approx.)", response_time=(end - record.t_sent) * 1e3,
+             response_length=record.output_tokens or 0, exception=failure, context={})  # fmt: skip
+        if record.ok and record.t_first is not None and record.stream:
+            fire(request_type="POST", name="TTFT (approx.)",
+                 response_time=(record.t_first - record.t_sent) * 1e3, response_length=0,
+                 exception=None, context={})  # fmt: skip
 
     def phase_of(self, ref: float) -> Phase:
         if ref < self.measure_start:

@@ -133,6 +133,31 @@ def execute(req: RunRequest, announce: Callable[[str], None] = lambda _: None) -
     return RunResult(run_dir=run_dir, verdict=verdict)
 
 
+def explore(
+    req: RunRequest, host: str, port: int, announce: Callable[[str], None]
+) -> tuple[Path, int]:
+    """`harness ui`: the Locust web UI on the scenario's target; records kept in a run folder."""
+    inputs = load_inputs(req)
+    with target_for(req, inputs.scenario) as target:
+        run_dir, manifest = _open_run(
+            req, inputs.scenario, inputs.policy_file, inputs.policy, target
+        )
+        manifest.notes.append("exploratory run from the Locust web UI: load set by hand")
+        log = RecordLog(run_dir)
+        from harness.ui import serve_ui  # imports locust: gevent patches here
+
+        try:
+            serve_ui(inputs.scenario, inputs.workload, target.url, target.model, log, host,
+                     port, announce)  # fmt: skip
+        finally:
+            log.close()
+            manifest.status = "aborted"  # no timeline: `evaluate` judges it from the records
+            manifest.records = log.count
+            manifest.write(run_dir)
+            consolidate(run_dir)
+    return run_dir, log.count
+
+
 def describe(scenario: Scenario, target: ResolvedTarget, run_dir: Path) -> str:
     """One line saying what is about to happen, for the terminal."""
     load = scenario.load

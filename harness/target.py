@@ -99,6 +99,9 @@ def simulator(settings: dict[str, Any], start_timeout_s: float = 20.0) -> Iterat
     proc = subprocess.Popen(
         [sys.executable, "-m", "harness.sim", *sim.to_cli_args()],
         preexec_fn=_die_with_parent,
+        # Its own session: a terminal's Ctrl-C reaches the harness, which stops the load in
+        # order, and not the simulator, which would break the streams still in flight.
+        start_new_session=True,
         env={**os.environ, **sim.to_cli_env()},  # the key travels in the environment only
         stdout=subprocess.PIPE,
         stderr=log,
