@@ -24,6 +24,7 @@ from gevent.event import Event
 from locust.env import Environment
 
 from harness.errors import ExitCode, HarnessError
+from harness.guard import LoadGuard
 from harness.loadgen import (
     LoadOutcome,
     LoadPlan,
@@ -31,6 +32,7 @@ from harness.loadgen import (
     RunState,
     configure_driver,
     cut_in_flight,
+    generator_report,
     stop_on_sigterm,
 )
 from harness.openai_api import endpoint_for
@@ -210,6 +212,7 @@ def _merge(got: _Collected, workers: int) -> LoadOutcome:
         timeline=merged,
         sent=sum(int(got.done[i]["sent"]) for i in range(workers)),
         cut_at_drain=sum(int(got.done[i]["cut_at_drain"]) for i in range(workers)),
+        generators={f"w{i}": dict(got.done[i]["generator"]) for i in range(workers)},
     )
 
 
@@ -294,8 +297,10 @@ def run_worker(master_host: str, master_port: int, timeout_s: float = 7 * 86_400
         batcher = _Batcher(runner, offset)
         state = RunState(sink=batcher)
         configure_driver(plan, state)
+        guard = LoadGuard()
+        guard.start()
         state_box.update(state=state, batcher=batcher, offset=offset)
-        gevent.spawn(_report_when_done, runner, state, batcher, offset)
+        gevent.spawn(_report_when_done, runner, state, batcher, offset, guard)
 
     runner.register_message(MSG_PLAN, on_plan)
     try:
@@ -306,10 +311,14 @@ def run_worker(master_host: str, master_port: int, timeout_s: float = 7 * 86_400
             cut_in_flight(state)
 
 
-def _report_when_done(runner: Any, state: RunState, batcher: _Batcher, offset: float) -> None:
+def _report_when_done(
+    runner: Any, state: RunState, batcher: _Batcher, offset: float, guard: LoadGuard
+) -> None:
     state.finished.wait()
+    report = guard.stop()
     batcher.close()
     done: dict[str, Any] = {
+        "generator": generator_report(report, state),
         "sent": state.sent,
         "recorded": batcher.recorded,
         "cut_at_drain": state.cut_at_drain,

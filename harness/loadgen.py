@@ -15,9 +15,10 @@ import signal
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import ClassVar
+from typing import Any, ClassVar
 
 import gevent
+import numpy as np
 from gevent.event import Event
 from gevent.lock import BoundedSemaphore
 from gevent.pool import Group
@@ -27,6 +28,7 @@ from locust.env import Environment
 from locust.exception import StopUser
 
 from harness.client import Cut, Exchange, RequestOptions, send
+from harness.guard import GuardReport, LoadGuard
 from harness.loadspec import ClosedLoop, GammaArrivals, OpenArrival
 from harness.openai_api import Endpoint, request_body
 from harness.records import Phase, RequestRecord
@@ -66,15 +68,20 @@ class RunState:
     sent: int = 0
     cut_at_drain: int = 0
     failure: BaseException | None = None
+    dispatch_lags: list[float] = field(default_factory=list)  # wake-up lag per arrival
+    on_send: Callable[[], None] | None = None  # live progress: one more request in flight
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(frozen=True)
 class LoadOutcome:
     """What the load phase did, for the manifest."""
 
     timeline: Timeline
     sent: int
     cut_at_drain: int
+    # Per load generator ("local", or "w0", "w1", ...): its saturation guard's report
+    # (GuardReport.to_dict()) plus "dispatch_lag_p99_s" (open loop) for the manifest.
+    generators: dict[str, dict[str, Any]] = field(default_factory=dict)
 
 
 class _Driver(FastHttpUser):
@@ -157,6 +164,8 @@ class _Schedule:
             delay = intended - time.monotonic()
             if delay > 0:
                 gevent.sleep(delay)
+            # How late the generator itself woke: queueing behind max_concurrency is not in it.
+            self.user.state.dispatch_lags.append(time.monotonic() - intended)
             self.group.spawn(self._capped, sem, self._request_id(index), intended)
 
     def _limit(self) -> int | None:
@@ -232,6 +241,8 @@ class _Schedule:
                     intended = time.monotonic()  # later turns follow the answer, not the clock
             request_id = next(self.ids) * plan.worker_count + plan.worker_index
             state.sent += 1
+            if state.on_send is not None:
+                state.on_send()
             body = request_body(plan.scenario, plan.model, spec)
             try:
                 ex = send(self.http, self.options, body, state.cut_reason, want_text=want_text)
@@ -334,18 +345,28 @@ def cut_in_flight(state: RunState) -> None:
         state.group.kill(block=True, timeout=10)
 
 
-def run_load(plan: LoadPlan, sink: Sink) -> LoadOutcome:
+def generator_report(guard: GuardReport, state: RunState) -> dict[str, Any]:
+    """What the manifest keeps about one load generator, for the saturation verdict."""
+    lags = state.dispatch_lags
+    p99 = float(np.percentile(lags, 99)) if lags else None
+    return {**guard.to_dict(), "dispatch_lag_p99_s": p99, "arrivals": len(lags)}
+
+
+def run_load(plan: LoadPlan, sink: Sink, on_send: Callable[[], None] | None = None) -> LoadOutcome:
     """Drive the scenario's load through Locust (as a library) and return the timeline."""
-    state = RunState(sink=sink)
+    state = RunState(sink=sink, on_send=on_send)
     env = Environment(user_classes=[configure_driver(plan, state)])
     runner = env.create_local_runner()
     budget = plan.scenario.load.total_s + plan.scenario.load.drain_timeout_s + 60.0
     stop_signal: list[int] = []
     stop_on_sigterm(state, stop_signal)
+    guard = LoadGuard()
+    guard.start()
     try:
         runner.start(1, spawn_rate=1)
         state.finished.wait(timeout=budget)
     finally:
+        report = guard.stop()
         runner.quit()  # first the driver, so nothing new is spawned ...
         cut_in_flight(state)  # ... then what was in flight, each recorded as cut
     if stop_signal:
@@ -354,4 +375,9 @@ def run_load(plan: LoadPlan, sink: Sink) -> LoadOutcome:
         raise state.failure
     if state.timeline is None:
         raise RuntimeError(f"load did not finish within {budget:.0f} s")
-    return LoadOutcome(timeline=state.timeline, sent=state.sent, cut_at_drain=state.cut_at_drain)
+    return LoadOutcome(
+        timeline=state.timeline,
+        sent=state.sent,
+        cut_at_drain=state.cut_at_drain,
+        generators={plan.worker: generator_report(report, state)},
+    )

@@ -18,6 +18,7 @@ import pyarrow.compute as pc
 from harness.errors import RunInterrupted, UsageError
 from harness.policy import Policy, load_policy
 from harness.recordlog import RecordLog, consolidate, read_table
+from harness.records import RequestRecord
 from harness.results import Manifest, new_run_dir, read_manifest
 from harness.scenario import ClosedLoop, PoissonArrivals, Scenario, load_scenario, policy_path
 from harness.target import ResolvedTarget, resolve, simulator
@@ -116,7 +117,7 @@ def execute(req: RunRequest, announce: Callable[[str], None] = lambda _: None) -
     manifest.timeline = outcome.timeline
     manifest.records = log.count
     manifest.load = {
-        "generators": max(req.workers, 1),
+        "generators": outcome.generators,
         "sent": outcome.sent,
         "cut_at_drain": outcome.cut_at_drain,
     }
@@ -222,7 +223,20 @@ def _drive(
         model=target.model,
         workload=inputs.workload,
     )
-    return run_load(plan, log.write)
+    from harness.progress import LiveStats, ProgressLine
+
+    stats = LiveStats()
+
+    def sink(record: RequestRecord) -> None:
+        log.write(record)
+        stats.observe(record)
+
+    line = ProgressLine(stats)
+    line.start()
+    try:
+        return run_load(plan, sink, on_send=stats.sent)
+    finally:
+        line.stop()
 
 
 def host_port(text: str) -> tuple[str, int]:
@@ -246,10 +260,28 @@ def judge_run(run_dir: Path, policy: Policy, write: bool = True) -> Verdict:
         measure_start = manifest.timeline.measure_start
         measure_end = manifest.timeline.measure_end
     metrics = analyse(table, measure_start, measure_end, policy.goodput)
-    verdict = evaluate(policy, metrics)
+    verdict = evaluate(policy, metrics, invalid_reason=saturation(manifest))
     if write:
         write_reports(run_dir, verdict)
     return verdict
+
+
+def saturation(manifest: Manifest) -> str | None:
+    """Why the load generators could not be trusted, from their guard reports, or None.
+
+    Judged again from the manifest each time, so `harness evaluate` reaches the same INVALID.
+    """
+    from harness.guard import GuardReport, assess
+
+    generators = manifest.load.get("generators")
+    if not isinstance(generators, dict):
+        return None
+    reasons: list[str] = []
+    for name, data in sorted(generators.items()):
+        found = assess(GuardReport.from_dict(data), data.get("dispatch_lag_p99_s"))
+        prefix = "" if len(generators) == 1 else f"{name}: "
+        reasons += [prefix + reason for reason in found]
+    return "; ".join(reasons) or None
 
 
 def _window_from_records(table: pa.Table) -> tuple[float, float]:

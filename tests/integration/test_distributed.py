@@ -33,7 +33,7 @@ def test_two_local_workers_lose_no_record_and_judge_like_the_merged_file(tmp_pat
     run_dir = only_run_dir(tmp_path)
     manifest = read_json(run_dir / "manifest.json")
     df = read_frame(run_dir)
-    assert manifest["load"]["generators"] == 2
+    assert set(manifest["load"]["generators"]) == {"w0", "w1"}  # each with its guard report
     assert manifest["load"]["sent"] == manifest["records"] == len(df)
     assert set(df["worker"]) == {"w0", "w1"}
     assert df["request_id"].is_unique
