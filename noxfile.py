@@ -40,6 +40,9 @@ def e2e(session: nox.Session) -> None:
 
 @nox.session
 def bench(session: nox.Session) -> None:
-    """Benchmarks, kept out of the default run: hot paths beside references, and dispatch."""
+    """Benchmarks, kept out of the default run: hot paths beside references, dispatch, and
+    the client's fidelity and throughput beside aiohttp + uvloop."""
     session.run(PY, "-m", "pytest", "tests/benchmarks", "--benchmark-only", *session.posargs)
     session.run(PY, "tests/benchmarks/dispatch_rate.py")
+    session.run(PY, "tests/benchmarks/dispatch_rate.py", "--arrivals", "5000", "200")
+    session.run(PY, "tests/benchmarks/fidelity/fidelity.py")

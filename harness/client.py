@@ -114,14 +114,17 @@ def send(
 
 
 def _read_stream(stream: RawStream, state: StreamState) -> None:
-    while True:
-        line = stream.readline()
-        now = time.monotonic()
-        if not line:
+    feed = state.feed
+    while not (state.done or state.error is not None):
+        lines = stream.read_lines()
+        if not lines:
             break
-        state.feed(line, now)
-        if state.error is not None or state.done:
-            break
+        now = stream.arrived
+        for line in lines:
+            if line:  # every SSE event ends with a blank line: nothing to feed
+                feed(line, now)
+                if state.done or state.error is not None:
+                    break
     if state.done:
         stream.finish()  # keep-alive: the next request reuses this connection
     state.finish()

@@ -52,7 +52,8 @@ class Objective(StrictModel):
     @model_validator(mode="before")
     @classmethod
     def _parse_quantities(cls, data: Any) -> Any:
-        if not isinstance(data, dict) or data.get("metric") not in METRICS:
+        metric = data.get("metric") if isinstance(data, dict) else None
+        if not isinstance(metric, str) or metric not in METRICS:
             return data
         dim = METRICS[data["metric"]].dimension
         out = dict(data)

@@ -1,37 +1,123 @@
 """The one place that touches geventhttpclient's response internals (locust is pinned for it).
 
 Locust's FastHttpSession stops its timer at the headers and its `iter_lines` reads 1 KiB
-blocks, handing over about four SSE chunks at once. We read the body line by line with the
-response's own `readline`, so each line is timestamped when it arrives, and we make sure a
-socket abandoned mid-stream is closed rather than returned to the keep-alive pool with
-unread bytes in it.
+blocks, handing over about four SSE chunks at once. We read the body ourselves: each recv
+(up to 64 KiB) is stamped with time.monotonic() once, fed to the response's own HTTP
+parser (llhttp, which undoes the chunked encoding), and every line it completes carries
+that recv's time, so a line is timed when its last byte arrived, however many came
+together. On a plain socket we wait for it to become readable before the recv: a recv on
+an empty gevent socket raises, catches and waits under a fresh gevent.Timeout, about 2 µs
+a chunk; the read timeout is kept instead by one lazy timer per stream that looks at the
+time of the last recv. We also make sure a socket abandoned mid-stream is closed rather
+than returned to the keep-alive pool with unread bytes in it.
 """
 
 from __future__ import annotations
 
 import contextlib
+import time
 from typing import Any
 
 import gevent
-from geventhttpclient.response import HTTPParseError, HTTPSocketPoolResponse
+from gevent.socket import wait_read
+from geventhttpclient.response import HTTPConnectionClosed, HTTPParseError, HTTPSocketPoolResponse
+
+_RECV_BYTES = 1 << 16
 
 
 class RawStream:
-    """A response body read line by line; `abort()` discards the connection."""
+    """A response body read as batches of lines, each batch stamped; `abort()` discards it."""
 
-    __slots__ = ("_resp", "_sock")
+    __slots__ = (
+        "_body",
+        "_fd",
+        "_idle_s",
+        "_reader",
+        "_resp",
+        "_sock",
+        "_timer",
+        "_waiting",
+        "arrived",
+    )
 
     def __init__(self, resp: HTTPSocketPoolResponse) -> None:
         self._resp = resp
-        self._sock: Any = resp._sock  # None when the body was complete with the headers
+        sock: Any = resp._sock  # None when the body was complete with the headers
+        self._sock = sock
+        self._body: bytearray = resp._body_buffer  # the parser appends the decoded body here
+        self.arrived = time.monotonic()  # when the lines of the last batch arrived
+        # TLS sockets can hold decrypted bytes the kernel no longer reports as readable:
+        # they keep gevent's own recv and timeout.
+        plain = sock is not None and not hasattr(sock, "pending")
+        self._fd: int | None = sock.fileno() if plain else None
+        self._idle_s: float | None = sock.gettimeout() if plain else None
+        self._timer: Any = None
+        self._reader: Any = None
+        self._waiting = False
 
     @property
     def status(self) -> int:
         return int(self._resp.status_code)
 
-    def readline(self) -> bytes:
-        """The next line including b"\\n"; b"" at the end of the body."""
-        return bytes(self._resp.readline(b"\n"))
+    def read_lines(self) -> list[bytes]:
+        """The next complete lines (newlines removed; at least one), all stamped with
+        `arrived`, the monotonic time of the recv that completed them; [] at the end of
+        the body (a last line without its newline is returned before that)."""
+        resp, body = self._resp, self._body
+        while True:
+            end = body.rfind(b"\n")
+            if end >= 0:
+                lines = bytes(body[:end]).split(b"\n")
+                del body[: end + 1]
+                return lines
+            if resp.message_complete:
+                self._stop_timer()
+                if body:
+                    rest = bytes(body)
+                    body.clear()
+                    return [rest]
+                return []
+            sock = resp._sock
+            if sock is None:
+                raise HTTPConnectionClosed("connection closed.")
+            try:
+                if self._fd is not None:
+                    self._wait_readable(self._fd)
+                data = sock.recv(_RECV_BYTES)
+                self.arrived = time.monotonic()
+                resp.feed(data)  # on the body's end the response hands the socket back
+            except BaseException:
+                resp.release()
+                raise
+            if not data and not resp.message_complete:
+                raise HTTPConnectionClosed("connection closed in the middle of the body.")
+
+    def _wait_readable(self, fd: int) -> None:
+        if self._timer is None and self._idle_s is not None:
+            every = max(self._idle_s / 4, 0.05)  # a silent stream is cut within 1.25 x idle_s
+            self._timer = gevent.get_hub().loop.timer(every, every, ref=False)
+            self._reader = gevent.getcurrent()
+            self._timer.start(self._check_idle)
+        self._waiting = True
+        try:
+            wait_read(fd)
+        finally:
+            self._waiting = False
+
+    def _check_idle(self) -> None:
+        """Runs in the hub: cut the read that has waited idle_s since the last bytes."""
+        assert self._idle_s is not None
+        if time.monotonic() - self.arrived < self._idle_s:
+            return
+        reader = self._reader
+        self._stop_timer()
+        if self._waiting:  # else the stream was left without abort(): just stop watching
+            reader.throw(TimeoutError("timed out"))
+
+    def _stop_timer(self) -> None:
+        if self._timer is not None:
+            self._timer.close()
+            self._timer = self._reader = None
 
     def read_all(self, limit: int = 1 << 24) -> bytes:
         """The rest of the body (non-streaming answers, error bodies)."""
@@ -42,13 +128,14 @@ class RawStream:
         a server that keeps the body open past grace_s loses the connection instead."""
         try:
             with gevent.Timeout(grace_s):
-                while self._resp.readline(b"\n"):
+                while self.read_lines():
                     pass
         except (gevent.Timeout, OSError, HTTPParseError):
             self.abort()
 
     def abort(self) -> None:
         """Close the connection so unread bytes can never reach the next request."""
+        self._stop_timer()
         resp = self._resp
         pool = getattr(resp, "_pool", None)
         sock = getattr(resp, "_sock", None)
@@ -57,7 +144,7 @@ class RawStream:
             resp._pool = None
             pool.release_socket(sock)  # closes it and frees the pool slot
         elif self._sock is not None:
-            # Already handed back to the pool by readline's error path: closing it makes
-            # the pool's liveness check drop it.
+            # Already handed back to the pool by the error path of a read: closing it
+            # makes the pool's liveness check drop it.
             with contextlib.suppress(OSError):
                 self._sock.close()

@@ -7,6 +7,7 @@ real run produces: missing usage, empty streams, non-streaming requests, open-lo
 
 from __future__ import annotations
 
+import json
 from collections.abc import Sequence
 from types import MappingProxyType
 from typing import Any, get_args
@@ -168,3 +169,84 @@ def policies(draw: st.DrawFn) -> Policy:
     chosen = draw(st.lists(objectives(), min_size=1, max_size=6))
     renamed = [o.model_copy(update={"name": f"{o.name}-{i}"}) for i, o in enumerate(chosen)]
     return Policy.model_validate({"name": "generated", "objectives": renamed})
+
+
+# --- OpenAI streaming lines (harness/sse.py) ------------------------------------------
+
+_texts = st.text(max_size=6) | st.sampled_from(["", " tok", "é", '"', "\\", "\n", "\x00", "😀"])
+_numbers = st.integers(min_value=-(10**12), max_value=10**12) | st.floats(allow_nan=False)
+
+
+@st.composite
+def sse_chunk_objects(draw: st.DrawFn) -> dict[str, Any]:
+    """One streamed chunk as servers write them: content, reasoning, empty or role-only
+    deltas, completions text, finish reasons, usage, errors and per-chunk varying fields."""
+    if draw(st.booleans()):
+        delta: dict[str, Any] = {}
+        for key in draw(st.lists(st.sampled_from(["role", "content", "reasoning_content"]))):
+            delta[key] = "assistant" if key == "role" else draw(st.none() | _texts)
+        choice: dict[str, Any] = {"index": 0, "delta": delta, "logprobs": None}
+    else:
+        choice = {"index": 0, "text": draw(st.none() | _texts)}
+    choice["finish_reason"] = draw(st.sampled_from([None, None, None, "length", "stop"]))
+    obj: dict[str, Any] = {
+        "id": draw(st.sampled_from(["chatcmpl-1", "cmpl-2"])),
+        "created": draw(_numbers),
+        "choices": draw(st.sampled_from([[choice], [choice, choice], [], [choice, 5]])),
+    }
+    for key, values in (
+        ("usage", st.none() | st.fixed_dictionaries({"prompt_tokens": st.integers(0, 9)})),
+        ("error", st.none() | st.just({"message": "engine dead"}) | st.just("")),
+        ("t_send", _numbers),
+        ("obfuscation", _texts),
+    ):
+        if draw(st.booleans()):
+            obj[key] = draw(values)
+    return obj
+
+
+@st.composite
+def content_chunk_objects(draw: st.DrawFn) -> dict[str, Any]:
+    """A plain content chunk (the common case), with fields some servers vary per chunk."""
+    key = draw(st.sampled_from(["content", "reasoning_content", "text"]))
+    choice: dict[str, Any] = {"index": 0}
+    if key == "text":
+        choice["text"] = draw(_texts.filter(bool))
+    else:
+        choice["delta"] = {key: draw(_texts.filter(bool))}
+        if key != "content":
+            choice["delta"]["content"] = draw(st.sampled_from([None, ""]))
+    choice["finish_reason"] = None
+    obj: dict[str, Any] = {"id": "chatcmpl-1", "created": draw(_numbers), "choices": [choice]}
+    if draw(st.booleans()):
+        obj["usage"] = None
+    if draw(st.booleans()):
+        obj["t_send"] = draw(_numbers)
+    return obj
+
+
+@st.composite
+def sse_lines(
+    draw: st.DrawFn, obj: dict[str, Any], separators: tuple[str, str] | None = None
+) -> bytes:
+    """An SSE data line carrying a chunk, written compactly or with spaces, ASCII or not."""
+    if separators is None:
+        separators = draw(st.sampled_from([(",", ":"), (", ", ": ")]))
+    payload = json.dumps(obj, separators=separators, ensure_ascii=draw(st.booleans()))
+    prefix = draw(st.sampled_from([b"data: ", b"data:", b" data:  "]))
+    return prefix + payload.encode() + draw(st.sampled_from([b"", b"\r", b"\n", b" "]))
+
+
+@st.composite
+def mangled(draw: st.DrawFn, line: bytes) -> bytes:
+    """line cut short, or with one byte dropped, replaced or inserted."""
+    at = draw(st.integers(min_value=0, max_value=len(line)))
+    byte = bytes([draw(st.integers(min_value=0, max_value=255))])
+    how = draw(st.sampled_from(["cut", "drop", "replace", "insert"]))
+    if how == "cut":
+        return line[:at]
+    if how == "drop":
+        return line[:at] + line[at + 1 :]
+    if how == "replace":
+        return line[:at] + byte + line[at + 1 :]
+    return line[:at] + byte + line[at:]

@@ -5,7 +5,7 @@ compares three rates per target: the target itself, the schedule's own realised 
 Poisson sample of 1 000 arrivals differs from its mean by about 3 % by nature), and the
 achieved send rate. Dispatch error = achieved / scheduled - 1 is what the harness controls.
 
-    .venv/bin/python tests/benchmarks/dispatch_rate.py [RATE ...]
+    .venv/bin/python tests/benchmarks/dispatch_rate.py [--arrivals N] [RATE ...]
 """
 
 from __future__ import annotations
@@ -28,15 +28,15 @@ from harness.target import simulator  # noqa: E402
 ARRIVALS = 1000
 
 
-def measure(rate: float) -> dict[str, float]:
+def measure(rate: float, arrivals: int = ARRIVALS) -> dict[str, float]:
     # Short outputs on a fast engine keep the target far from saturation at every rate.
     sim = {"step_base_s": 0.002, "per_seq_s": 0.0, "max_num_seqs": 1024}
     with tempfile.TemporaryDirectory() as out, simulator(sim) as url:
         proc = run_cli(
             "run", "scenarios/smoke.yaml", "--target", url, "--out", out,
             "--set", f"load.arrival={{type: poisson, rate: {rate}, max_concurrency: 1024}}",
-            "--set", f"load.max_requests={ARRIVALS}", "--set", "load.warmup_s=0",
-            "--set", f"load.duration_s={ARRIVALS / rate * 3:.0f}",
+            "--set", f"load.max_requests={arrivals}", "--set", "load.warmup_s=0",
+            "--set", f"load.duration_s={arrivals / rate * 3:.0f}",
             "--set", "workload.max_tokens=4", "--set", "workload.prompt_tokens=16",
             timeout=600,
         )  # fmt: skip
@@ -64,16 +64,19 @@ def measure(rate: float) -> dict[str, float]:
 
 
 def main(argv: list[str]) -> None:
+    arrivals = ARRIVALS
+    if argv[:1] == ["--arrivals"]:
+        arrivals, argv = int(argv[1]), argv[2:]
     rates = [float(r) for r in argv] or [50.0, 200.0, 500.0]
     cpu = subprocess.run(["nproc"], capture_output=True, text=True, check=False).stdout.strip()
-    print(f"open-loop dispatch, {ARRIVALS} arrivals per rate, {cpu} cores")
+    print(f"open-loop dispatch, {arrivals} arrivals per rate, {cpu} cores")
     print(
         "| target req/s | sent | errors | schedule's own rate | achieved | achieved vs target "
         "| achieved vs schedule | lag p50 | lag p99 | lag max |"
     )
     print("|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
     for rate in rates:
-        m = measure(rate)
+        m = measure(rate, arrivals)
         print(
             f"| {m['rate']:g} | {m['n']} | {m['errors']} | {m['scheduled']:.2f} | "
             f"{m['achieved']:.2f} | {m['vs_target']:+.2%} | {m['vs_schedule']:+.3%} | "

@@ -6,7 +6,7 @@ from pathlib import Path
 from typing import Any
 
 import yaml
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
 from harness.errors import ConfigError
@@ -45,6 +45,7 @@ def _check(loader: Any, path: Path) -> None:
 
 @FUZZ
 @given(doc=documents)
+@example(doc={"objectives": [{"metric": []}]})  # once crashed the policy loader
 def test_random_documents_never_crash_loaders(tmp_path: Path, doc: Any) -> None:
     path = tmp_path / "f.yaml"
     path.write_text(yaml.safe_dump(doc), encoding="utf-8")

@@ -1,0 +1,176 @@
+"""The wire client against a scripted HTTP/1.1 server: line timing, read timeout, keep-alive.
+
+The server runs in a real thread (this process is not gevent-patched), the client in gevent
+as in the load generator; each test scripts what the server writes and when.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import socket
+import threading
+import time
+from collections.abc import Callable, Iterator
+
+import pytest
+from geventhttpclient.client import HTTPClient
+
+from harness.client import RequestOptions, send
+from harness.openai_api import Endpoint
+from harness.records import ErrorClass
+
+Script = Callable[[socket.socket], None]
+HEAD = b"HTTP/1.1 200 OK\r\ncontent-type: text/event-stream\r\ntransfer-encoding: chunked\r\n\r\n"
+CHUNK = b'data: {"choices":[{"index":0,"delta":{"content":"x"},"finish_reason":null}]}\n\n'
+END = b"data: [DONE]\n\n"
+
+
+def _chunked(data: bytes) -> bytes:
+    return b"%x\r\n%b\r\n" % (len(data), data)
+
+
+class Server:
+    """Answers each request on each connection with the next script; counts connections."""
+
+    def __init__(self, scripts: list[Script]) -> None:
+        self.scripts = scripts
+        self.connections = 0
+        self.listener = socket.create_server(("127.0.0.1", 0))
+        self.port = self.listener.getsockname()[1]
+        threading.Thread(target=self._accept, daemon=True).start()
+
+    def _accept(self) -> None:
+        while True:
+            try:
+                conn, _ = self.listener.accept()
+            except OSError:
+                return
+            self.connections += 1
+            threading.Thread(target=self._serve, args=(conn,), daemon=True).start()
+
+    def _serve(self, conn: socket.socket) -> None:
+        with conn, contextlib.suppress(OSError):  # the client may hang up first
+            buf = b""
+            while self.scripts:
+                while b"\r\n\r\n" not in buf:
+                    data = conn.recv(65536)
+                    if not data:
+                        return
+                    buf += data
+                head, _, buf = buf.partition(b"\r\n\r\n")
+                length = int(head.lower().split(b"content-length:")[1].split(b"\r\n")[0])
+                while len(buf) < length:
+                    buf += conn.recv(65536)
+                buf = buf[length:]
+                self.scripts.pop(0)(conn)
+
+
+@pytest.fixture
+def serve() -> Iterator[Callable[..., tuple[Server, HTTPClient]]]:
+    made: list[tuple[Server, HTTPClient]] = []
+
+    def start(*scripts: Script, read_timeout_s: float = 2.0) -> tuple[Server, HTTPClient]:
+        server = Server(list(scripts))
+        http = HTTPClient(
+            "127.0.0.1", server.port, concurrency=1, network_timeout=read_timeout_s,
+            connection_timeout=2.0,
+        )  # fmt: skip
+        made.append((server, http))
+        return server, http
+
+    yield start
+    for server, http in made:
+        http.close()
+        server.listener.close()
+
+
+def _options(timeout_s: float = 10.0) -> RequestOptions:
+    endpoint = Endpoint(
+        base_url="http://127.0.0.1", path="/v1/chat/completions", headers={}, api_key=None
+    )
+    return RequestOptions(endpoint=endpoint, stream=True, request_timeout_s=timeout_s)
+
+
+def _stream(*parts: bytes | float, end: bool = True) -> Script:
+    """Write each bytes part as one chunk of the body; a float part sleeps that long."""
+
+    def script(conn: socket.socket) -> None:
+        conn.sendall(HEAD)
+        for part in parts:
+            if isinstance(part, float):
+                time.sleep(part)
+            else:
+                conn.sendall(_chunked(part))
+        if end:
+            conn.sendall(b"0\r\n\r\n")
+
+    return script
+
+
+def test_a_line_is_timed_when_its_last_byte_arrives(
+    serve: Callable[..., tuple[Server, HTTPClient]],
+) -> None:
+    half = len(CHUNK) // 2
+    _, http = serve(_stream(CHUNK[:half], 0.2, CHUNK[half:] + CHUNK, 0.1, CHUNK + END))
+    t0 = time.monotonic()
+    ex = send(http, _options(), b"{}", "cut")
+    assert ex.error is None, ex.error_detail
+    first, second, third = (t - t0 for t in ex.chunk_times)
+    assert first >= 0.2  # not when its first half came
+    assert second == first  # arrived together: one recv, one time
+    assert third - second >= 0.09
+
+
+def test_a_silent_stream_is_cut_after_the_read_timeout(
+    serve: Callable[..., tuple[Server, HTTPClient]],
+) -> None:
+    _, http = serve(_stream(CHUNK, 3.0, CHUNK + END), read_timeout_s=0.4)
+    t0 = time.monotonic()
+    ex = send(http, _options(), b"{}", "cut")
+    waited = time.monotonic() - t0
+    assert ex.error is ErrorClass.TIMEOUT
+    assert "network timeout" in ex.error_detail
+    assert len(ex.chunk_times) == 1
+    assert 0.4 <= waited < 0.4 * 1.25 + 0.2
+
+
+def test_a_slow_but_steady_stream_is_not_cut(
+    serve: Callable[..., tuple[Server, HTTPClient]],
+) -> None:
+    steady: list[bytes | float] = [CHUNK, 0.15] * 6
+    _, http = serve(_stream(*steady, END), read_timeout_s=0.4)
+    ex = send(http, _options(), b"{}", "cut")
+    assert ex.error is None, ex.error_detail
+    assert len(ex.chunk_times) == 6
+
+
+def test_the_connection_is_reused_after_done(
+    serve: Callable[..., tuple[Server, HTTPClient]],
+) -> None:
+    server, http = serve(_stream(CHUNK, END), _stream(CHUNK, CHUNK + END))
+    first = send(http, _options(), b"{}", "cut")
+    second = send(http, _options(), b"{}", "cut")
+    assert (first.error, second.error) == (None, None)
+    assert (len(first.chunk_times), len(second.chunk_times)) == (1, 2)
+    assert server.connections == 1
+
+
+def test_a_body_cut_mid_stream_is_a_broken_stream(
+    serve: Callable[..., tuple[Server, HTTPClient]],
+) -> None:
+    def cut(conn: socket.socket) -> None:
+        _stream(CHUNK, end=False)(conn)
+        conn.sendall(b"40\r\ndata: {")
+        conn.shutdown(socket.SHUT_RDWR)
+
+    _, http = serve(cut)
+    ex = send(http, _options(), b"{}", "cut")
+    assert ex.error is ErrorClass.BROKEN_STREAM, ex.error_detail
+    assert len(ex.chunk_times) == 1
+
+
+def test_a_body_without_done_is_incomplete(serve: Callable[..., tuple[Server, HTTPClient]]) -> None:
+    _, http = serve(_stream(CHUNK, CHUNK))
+    ex = send(http, _options(), b"{}", "cut")
+    assert ex.error is ErrorClass.INCOMPLETE
+    assert len(ex.chunk_times) == 2
