@@ -8,20 +8,19 @@ record.
 
 from __future__ import annotations
 
-import socket
 import time
 from dataclasses import dataclass, field
 
 import gevent
 from geventhttpclient.client import HTTPClient
-from geventhttpclient.response import HTTPConnectionClosed, HTTPParseError
+from geventhttpclient.response import HTTPParseError
 
 from harness.openai_api import Endpoint
 from harness.records import ErrorClass
 from harness.sse import StreamState, parse_completion_text
 from harness.streaming import RawStream
 
-_CONNECT_ERRORS = (ConnectionError, socket.gaierror, HTTPConnectionClosed, HTTPParseError, OSError)
+_CONNECT_ERRORS = (OSError, HTTPParseError)  # OSError covers refused, reset, DNS
 
 
 class _Deadline(Exception):

@@ -101,10 +101,10 @@ def run_master(
     runner = env.create_master_runner(master_bind_host=bind_host, master_bind_port=port)
     got = _Collected()
 
-    def index_of(node_id: str) -> int:
-        return int(got_index[node_id])
+    got_index: dict[str, int] = {}  # Locust node id -> worker index, set when plans go out
 
-    got_index: dict[str, int] = {}
+    def index_of(node_id: str) -> int:
+        return got_index[node_id]
 
     def on_ready(environment: Any, msg: Any, **_: Any) -> None:
         if msg.data.get("error"):

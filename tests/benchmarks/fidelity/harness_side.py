@@ -26,14 +26,7 @@ from harness.client import Exchange, RequestOptions, send  # noqa: E402
 from harness.openai_api import Endpoint  # noqa: E402
 
 sys.path.insert(0, str(Path(__file__).parent))
-from window import Window, body_for, save  # noqa: E402
-
-PATH = "/v1/chat/completions"
-HEADERS = {
-    "Content-Type": "application/json",
-    "Accept": "text/event-stream",
-    "Accept-Encoding": "identity",
-}
+from window import HEADERS, PATH, Window, body_for, save  # noqa: E402
 
 
 def main() -> None:

@@ -21,14 +21,7 @@ import aiohttp
 import uvloop
 
 sys.path.insert(0, str(Path(__file__).parent))
-from window import Window, body_for, save
-
-PATH = "/v1/chat/completions"
-HEADERS = {
-    "Content-Type": "application/json",
-    "Accept": "text/event-stream",
-    "Accept-Encoding": "identity",
-}
+from window import HEADERS, PATH, Window, body_for, save
 
 
 async def one(session: aiohttp.ClientSession, url: str, rid: int) -> tuple[list[float], bool]:

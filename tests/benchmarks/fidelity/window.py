@@ -9,6 +9,14 @@ from pathlib import Path
 
 import numpy as np
 
+# What both clients send: the same path and headers, so they do the same work.
+PATH = "/v1/chat/completions"
+HEADERS = {
+    "Content-Type": "application/json",
+    "Accept": "text/event-stream",
+    "Accept-Encoding": "identity",
+}
+
 
 def body_for(rid: int) -> bytes:
     """A streaming chat request whose `user` field lets the server log chunks by request."""
