@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from types import MappingProxyType
 from typing import Any, Final
@@ -25,6 +25,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
+from harness.collectors.window import HistogramWindow
 from harness.metrics import percentile_of
 from harness.verdict import LatencyStats, RunSummary
 from harness.workload.calibration import TokenCalibration, token_calibration
@@ -38,7 +39,7 @@ IntArray = npt.NDArray[np.int64]
 PERCENTILE_METHOD: Final = "linear"
 
 #: Distribution metrics this module computes; a metric without a key in ``RunMetrics.samples``
-#: (gpu_utilization, for now) has no data.
+#: (gpu.utilization, for now) has no data.
 DISTRIBUTION_METRICS = (
     "ttft",
     "tpot",
@@ -69,6 +70,8 @@ RECORD_COLUMNS = (
 OPTIONAL_COLUMNS = ("planned_prompt_tokens", "max_tokens")  # absent in hand-made tables
 
 _NO_SLO: Mapping[str, float] = MappingProxyType({})
+_NO_HIST: Mapping[str, HistogramWindow] = MappingProxyType({})
+_NO_REASON: Mapping[str, str] = MappingProxyType({})
 
 
 @dataclass(frozen=True, slots=True)
@@ -91,6 +94,10 @@ class RunMetrics:
     output_tokens_mean: float | None = None
     prompt_vs_planned: TokenCalibration | None = None  # usage / words the workload planned
     output_vs_asked: TokenCalibration | None = None  # usage / max_tokens asked for
+    # Server histograms over the measured window (server.ttft, gateway.e2el, ...), and why a
+    # collected metric has no data (Prometheus down, no GPU, a restart), for the verdict.
+    histograms: Mapping[str, HistogramWindow] = field(default_factory=lambda: _NO_HIST)
+    missing: Mapping[str, str] = field(default_factory=lambda: _NO_REASON)
 
     def sample_count(self, metric: str) -> int:
         """How many samples a distribution metric has (0 when it has no data)."""

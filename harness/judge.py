@@ -9,15 +9,16 @@ without changing ``evaluate``. The run's decision is derived from the classifica
 from __future__ import annotations
 
 import math
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 from harness.analysis import RunMetrics, statistic, summarise
 from harness.errors import ExitCode
-from harness.metrics import MetricDef
+from harness.metrics import MetricDef, percentile_of
 from harness.policy import Band, Objective, Policy
 from harness.quantity import format_quantity
-from harness.verdict import Classification, Decision, ObjectiveResult, Verdict
+from harness.verdict import CheckResult, Classification, Decision, ObjectiveResult, Verdict
 
 # What a distribution metric's samples come from, to say what was missing when there are none.
 _SOURCE = {
@@ -49,18 +50,30 @@ class Estimate:
     missing: str | None = None
 
 
-def evaluate(policy: Policy, metrics: RunMetrics, invalid_reason: str | None = None) -> Verdict:
+def evaluate(
+    policy: Policy,
+    metrics: RunMetrics,
+    invalid_reason: str | None = None,
+    checks: Sequence[CheckResult] = (),
+    collected: Mapping[str, Any] | None = None,
+) -> Verdict:
     """Judge every objective of policy on metrics; ``invalid_reason`` marks a run unjudgeable.
 
     Objectives are still judged on an invalid run so the report shows what was measured.
+    ``checks`` (client against server) that disagree turn a PASS into a WARN.
     """
     results = tuple(judge_objective(obj, metrics) for obj in policy.objectives)
+    decision = decide(results, invalid_reason)
+    if decision is Decision.PASS and any(c.ok is False for c in checks):
+        decision = Decision.WARN
     return Verdict(
-        decision=decide(results, invalid_reason),
+        decision=decision,
         objectives=results,
         summary=summarise(metrics),
         policy=policy.name,
         invalid_reason=invalid_reason,
+        checks=tuple(checks),
+        collected=collected,
     )
 
 
@@ -86,12 +99,19 @@ def judge_objective(objective: Objective, metrics: RunMetrics) -> ObjectiveResul
 
 
 def estimate(objective: Objective, metrics: RunMetrics) -> Estimate:
-    """The objective's stat over the run's samples, or the run-level scalar for stat 'value'."""
+    """The objective's stat over the run's samples, or the run-level scalar for stat 'value'.
+
+    A server histogram's percentile comes with the bucket that holds it as its interval: the
+    bucket is certain, the interpolated estimate is not.
+    """
     metric = objective.definition
+    if metric.kind == "histogram":
+        return _histogram_estimate(objective, metrics)
     if metric.kind == "scalar":
         n = metrics.attempted
         if metric.name not in metrics.scalars:
-            return Estimate(None, n, missing=f"no {metric.name} data: not measured in this run")
+            why = metrics.missing.get(metric.name, "not measured in this run")
+            return Estimate(None, n, missing=f"no {metric.name} data: {why}")
         value = metrics.scalars[metric.name]
         if value is None or not math.isfinite(value):
             why = "no requests attempted" if n == 0 else "no measured duration"
@@ -99,11 +119,35 @@ def estimate(objective: Objective, metrics: RunMetrics) -> Estimate:
         return Estimate(value, n)
     samples = metrics.samples.get(metric.name)
     if samples is None:
-        return Estimate(None, 0, missing=f"no {metric.name} data: not collected in this run")
+        why = metrics.missing.get(metric.name, "not collected in this run")
+        return Estimate(None, 0, missing=f"no {metric.name} data: {why}")
     if samples.size == 0:
         source = _SOURCE.get(metric.name, "samples")
+        if metric.source != "client":
+            return Estimate(None, 0, missing=f"no {metric.name} samples in the measured window")
         return Estimate(None, 0, missing=f"no {metric.name} samples: the run had no {source}")
     return Estimate(statistic(samples, objective.stat), int(samples.size))
+
+
+def _histogram_estimate(objective: Objective, metrics: RunMetrics) -> Estimate:
+    name = objective.definition.name
+    hist = metrics.histograms.get(name)
+    if hist is None:
+        why = metrics.missing.get(name, "not collected in this run")
+        return Estimate(None, 0, missing=f"no {name} data: {why}")
+    n = round(hist.count)
+    if hist.count <= 0:
+        return Estimate(None, 0, missing=f"no {name} observations in the measured window")
+    if objective.stat == "mean":
+        mean = hist.mean
+        return Estimate(mean, n) if mean is not None else Estimate(None, n, missing="no sum")
+    q = percentile_of(objective.stat)
+    assert q is not None  # the policy checked the stat
+    found = hist.quantile(q / 100.0)
+    if found is None:
+        return Estimate(None, n, missing=f"no {name} observations in the measured window")
+    value, lower, upper = found
+    return Estimate(value, n, interval=(lower, upper))
 
 
 def classify(objective: Objective, est: Estimate) -> tuple[Classification, str]:
@@ -122,7 +166,27 @@ def classify(objective: Objective, est: Estimate) -> tuple[Classification, str]:
             Classification.INCONCLUSIVE,
             f"only {est.n} {what}, fewer than the {objective.min_samples} required",
         )
-    value = est.value
+    if est.interval is not None:
+        lo, hi = est.interval
+        ends = {_classify_value(objective, lo)[0], _classify_value(objective, hi)[0]}
+        verdict, reason = _classify_value(objective, est.value)
+        label = f"{objective.stat} {metric.name}"
+        span = f"{_q(lo, metric)}–{_q(hi, metric)}"
+        if ends != {verdict}:
+            return (
+                Classification.INCONCLUSIVE,
+                f"{label} lies in the bucket {span}, where it could be "
+                f"{' or '.join(sorted(c.value for c in ends | {verdict}))}: the server's "
+                "buckets cannot decide (set the bound on a bucket boundary, or judge the "
+                "client's metric)",
+            )
+        return verdict, f"{reason} (bucket {span})"
+    return _classify_value(objective, est.value)
+
+
+def _classify_value(objective: Objective, value: float) -> tuple[Classification, str]:
+    """A value against target and alert, in the metric's direction."""
+    metric = objective.definition
     label = metric.name if objective.stat == "value" else f"{objective.stat} {metric.name}"
     shown = f"{label} {_q(value, metric)}"
     alert = objective.alert

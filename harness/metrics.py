@@ -12,8 +12,8 @@ from typing import Literal
 from harness.quantity import Dimension
 
 Better = Literal["lower", "higher"]
-Kind = Literal["distribution", "scalar"]
-Source = Literal["client", "gpu", "server"]
+Kind = Literal["distribution", "scalar", "histogram"]
+Source = Literal["client", "gpu", "server", "gateway"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -24,7 +24,9 @@ class MetricDef:
     unit: str  # "s", "ratio", "1/s", "%"
     dimension: Dimension
     better: Better
-    kind: Kind  # distribution: per-sample values (pXX, mean, max, min); scalar: one value
+    # distribution: per-sample values (pXX, mean, max, min); scalar: one value per run;
+    # histogram: a server's bucket counts over the window (pXX as a bucket, mean exact)
+    kind: Kind
     source: Source
     description: str
 
@@ -52,8 +54,62 @@ _DEFS = (
               "generated tokens per second (server usage)"),
     MetricDef("goodput", "1/s", "per_second", "higher", "scalar", "client",
               "completed requests per second meeting every per-request SLO"),
-    MetricDef("gpu_utilization", "ratio", "ratio", "lower", "distribution", "gpu",
+    # GPU samples (NVML on this machine, or DCGM through Prometheus), pooled over GPUs.
+    MetricDef("gpu.utilization", "ratio", "ratio", "lower", "distribution", "gpu",
               "GPU busy fraction sampled over the run (NVML or DCGM)"),
+    MetricDef("gpu.memory_utilization", "ratio", "ratio", "lower", "distribution", "gpu",
+              "memory-controller busy fraction (NVML)"),
+    MetricDef("gpu.memory_used", "bytes", "bytes", "lower", "distribution", "gpu",
+              "GPU memory in use"),
+    MetricDef("gpu.power", "W", "watts", "lower", "distribution", "gpu", "board power draw"),
+    MetricDef("gpu.temperature", "C", "celsius", "lower", "distribution", "gpu",
+              "GPU temperature"),
+    MetricDef("gpu.sm_clock", "Hz", "hertz", "higher", "distribution", "gpu",
+              "SM clock (a falling clock under load means throttling)"),
+    MetricDef("gpu.energy", "J", "joules", "lower", "scalar", "gpu",
+              "energy used by the GPUs over the measured window, summed"),
+    # The engine's own view (vLLM /metrics names; llama.cpp has no histograms).
+    MetricDef("server.ttft", "s", "seconds", "lower", "histogram", "server",
+              "engine time to first token (vllm:time_to_first_token_seconds)"),
+    MetricDef("server.itl", "s", "seconds", "lower", "histogram", "server",
+              "engine inter-token latency (vllm:inter_token_latency_seconds)"),
+    MetricDef("server.tpot", "s", "seconds", "lower", "histogram", "server",
+              "engine time per output token (vllm:request_time_per_output_token_seconds)"),
+    MetricDef("server.e2el", "s", "seconds", "lower", "histogram", "server",
+              "engine end-to-end latency (vllm:e2e_request_latency_seconds)"),
+    MetricDef("server.queue_time", "s", "seconds", "lower", "histogram", "server",
+              "time in the engine's queue (vllm:request_queue_time_seconds)"),
+    MetricDef("server.prefill_time", "s", "seconds", "lower", "histogram", "server",
+              "time in prefill (vllm:request_prefill_time_seconds)"),
+    MetricDef("server.decode_time", "s", "seconds", "lower", "histogram", "server",
+              "time in decode (vllm:request_decode_time_seconds)"),
+    MetricDef("server.queue_waiting", "count", "count", "lower", "distribution", "server",
+              "requests waiting to be scheduled, sampled (> 0: saturated)"),
+    MetricDef("server.requests_running", "count", "count", "higher", "distribution", "server",
+              "requests in the running batch, sampled"),
+    MetricDef("server.kv_cache_usage", "ratio", "ratio", "lower", "distribution", "server",
+              "KV-cache usage 0-1, sampled (fullest engine)"),
+    MetricDef("server.generation_token_rate", "1/s", "per_second", "higher", "scalar", "server",
+              "tokens generated per second over the window, from the engine's counter"),
+    MetricDef("server.prompt_token_rate", "1/s", "per_second", "higher", "scalar", "server",
+              "prompt tokens processed per second over the window"),
+    MetricDef("server.preemptions", "count", "count", "lower", "scalar", "server",
+              "requests preempted during the window"),
+    MetricDef("server.error_rate", "ratio", "ratio", "lower", "scalar", "server",
+              "share of API answers that were not 2xx (else: finished aborted or in error)"),
+    # The gateway's view (LiteLLM).
+    MetricDef("gateway.e2el", "s", "seconds", "lower", "histogram", "gateway",
+              "gateway end-to-end latency (litellm_request_total_latency_metric)"),
+    MetricDef("gateway.ttft", "s", "seconds", "lower", "histogram", "gateway",
+              "backend TTFT seen by the gateway (litellm_llm_api_time_to_first_token_metric)"),
+    MetricDef("gateway.overhead", "s", "seconds", "lower", "histogram", "gateway",
+              "latency the gateway added (litellm_overhead_latency_metric)"),
+    MetricDef("gateway.backend_latency", "s", "seconds", "lower", "histogram", "gateway",
+              "backend call latency seen by the gateway (litellm_llm_api_latency_metric)"),
+    MetricDef("gateway.error_rate", "ratio", "ratio", "lower", "scalar", "gateway",
+              "share of gateway requests that failed"),
+    MetricDef("gateway.fallbacks", "count", "count", "lower", "scalar", "gateway",
+              "requests the gateway served from a fallback (these hide backend errors)"),
 )  # fmt: skip
 
 METRICS: dict[str, MetricDef] = {m.name: m for m in _DEFS}
@@ -61,6 +117,7 @@ METRICS: dict[str, MetricDef] = {m.name: m for m in _DEFS}
 _PERCENTILE = re.compile(r"^p(\d{1,2}(?:\.\d+)?)$")
 SCALAR_STATS = ("value",)
 DISTRIBUTION_STATS = ("mean", "max", "min")
+HISTOGRAM_STATS = ("mean",)
 
 
 def percentile_of(stat: str) -> float | None:
@@ -78,6 +135,10 @@ def check_stat(metric: MetricDef, stat: str) -> str | None:
         if stat in SCALAR_STATS:
             return None
         return f"metric {metric.name!r} is a single value per run: use stat 'value'"
+    if metric.kind == "histogram":
+        if stat in HISTOGRAM_STATS or percentile_of(stat) is not None:
+            return None
+        return "expected a percentile such as 'p50' or 'p99', or 'mean' (server histograms)"
     if stat in DISTRIBUTION_STATS or percentile_of(stat) is not None:
         return None
     return "expected a percentile such as 'p50', 'p99', 'p99.9', or one of mean, max, min"

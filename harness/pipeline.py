@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from harness.collectors.collect import Collection, collection_manifest, finalize, plan_sources
 from harness.errors import RunInterrupted, UsageError
 from harness.policy import Policy, load_policy
 from harness.recordlog import RecordLog, consolidate, read_table
@@ -98,13 +99,20 @@ def execute(req: RunRequest, announce: Callable[[str], None] = lambda _: None) -
     with target_for(req, scenario) as target:
         run_dir, manifest = _open_run(req, scenario, inputs.policy_file, policy, target)
         announce(describe(scenario, target, run_dir))
+        collection = Collection(
+            scenario.collect, run_dir, plan_sources(scenario.collect, target.url)
+        )
+        collection.start()  # its first reading comes before any load
         log = RecordLog(run_dir)
         try:
             outcome = _drive(req, inputs, target, log, announce)
         except BaseException as exc:
             log.close()
+            collection.stop()
+            finalize(collection, None)
             manifest.status = "aborted"
             manifest.records = log.count
+            manifest.collect = collection_manifest(collection)
             manifest.write(run_dir)
             consolidate(run_dir)
             if isinstance(exc, KeyboardInterrupt):
@@ -113,6 +121,9 @@ def execute(req: RunRequest, announce: Callable[[str], None] = lambda _: None) -
                 ) from None
             raise
         log.close()
+        collection.stop()  # the last reading, after the drain
+        finalize(collection, outcome.timeline)  # Prometheus is read while the target is up
+        manifest.collect = collection_manifest(collection)
     manifest.status = "complete"
     manifest.timeline = outcome.timeline
     manifest.records = log.count
@@ -249,6 +260,8 @@ def host_port(text: str) -> tuple[str, int]:
 def judge_run(run_dir: Path, policy: Policy, write: bool = True) -> Verdict:
     """Re-judge a stored run (also the last step of `run`); writes the reports."""
     from harness.analysis import analyse
+    from harness.collected import collected_summary, load_collected, with_collected
+    from harness.crosscheck import crosscheck
     from harness.judge import evaluate
     from harness.report.files import write_reports
 
@@ -260,7 +273,15 @@ def judge_run(run_dir: Path, policy: Policy, write: bool = True) -> Verdict:
         measure_start = manifest.timeline.measure_start
         measure_end = manifest.timeline.measure_end
     metrics = analyse(table, measure_start, measure_end, policy.goodput)
-    verdict = evaluate(policy, metrics, invalid_reason=saturation(manifest))
+    collected = load_collected(run_dir, manifest)
+    checks = crosscheck(table, collected) if collected is not None else []
+    verdict = evaluate(
+        policy,
+        with_collected(metrics, collected),
+        invalid_reason=saturation(manifest),
+        checks=checks,
+        collected=collected_summary(collected),
+    )
     if write:
         write_reports(run_dir, verdict)
     return verdict

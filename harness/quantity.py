@@ -6,7 +6,18 @@ import math
 import re
 from typing import Literal
 
-Dimension = Literal["seconds", "ratio", "per_second", "count", "tokens"]
+Dimension = Literal[
+    "seconds",
+    "ratio",
+    "per_second",
+    "count",
+    "tokens",
+    "bytes",
+    "watts",
+    "celsius",
+    "hertz",
+    "joules",
+]
 
 _PATTERN = re.compile(r"^\s*([-+]?(?:\d+\.?\d*|\.\d+)(?:[eE][-+]?\d+)?)\s*([a-zA-Z%/]*)\s*$")
 
@@ -16,7 +27,13 @@ _SCALE: dict[Dimension, dict[str, float]] = {
     "per_second": {"": 1.0, "/s": 1.0, "rps": 1.0},
     "count": {"": 1.0},
     "tokens": {"": 1.0},
-}
+    "bytes": {"": 1.0, "B": 1.0, "KB": 1e3, "MB": 1e6, "GB": 1e9, "KiB": 1024.0,
+              "MiB": 1024.0**2, "GiB": 1024.0**3},
+    "watts": {"": 1.0, "W": 1.0, "kW": 1e3},
+    "celsius": {"": 1.0, "C": 1.0, "°C": 1.0},
+    "hertz": {"": 1.0, "Hz": 1.0, "MHz": 1e6, "GHz": 1e9},
+    "joules": {"": 1.0, "J": 1.0, "kJ": 1e3, "Wh": 3600.0, "kWh": 3.6e6},
+}  # fmt: skip
 
 
 def parse_quantity(value: object, dimension: Dimension) -> float:
@@ -61,6 +78,11 @@ def _examples(dimension: Dimension) -> str:
         "per_second": "'5/s' or 5",
         "count": "10",
         "tokens": "128",
+        "bytes": "'40GiB'",
+        "watts": "'300W'",
+        "celsius": "'85C'",
+        "hertz": "'1500MHz'",
+        "joules": "'50kJ'",
     }[dimension]
 
 
@@ -76,4 +98,10 @@ def format_quantity(value: float | None, unit: str) -> str:
         return f"{value * 100:.3g} %"
     if unit == "1/s":
         return f"{value:.3g}/s"
+    if unit == "bytes":
+        return f"{value / 1024.0**3:.3g} GiB"
+    if unit == "Hz":
+        return f"{value / 1e6:.4g} MHz"
+    if unit in ("W", "J", "C"):
+        return f"{value:.4g} {'°C' if unit == 'C' else unit}"
     return f"{value:.4g}"

@@ -48,6 +48,7 @@ class Manifest:
     records: int = 0
     load: dict[str, Any] = field(default_factory=dict)  # generators, requests sent, cuts
     notes: list[str] = field(default_factory=list)
+    collect: dict[str, Any] = field(default_factory=dict)  # collectors: servers, GPUs found
     tool: dict[str, Any] = field(default_factory=lambda: tool_info())
     host: dict[str, Any] = field(default_factory=lambda: host_info())
     schema: int = MANIFEST_SCHEMA
@@ -68,6 +69,7 @@ class Manifest:
             "records": self.records,
             "load": self.load,
             "notes": self.notes,
+            "collect": self.collect,
         }
 
     def write(self, run_dir: Path) -> None:
@@ -116,6 +118,7 @@ def read_manifest(run_dir: Path) -> Manifest:
             records=int(data.get("records", 0)),
             load=dict(data.get("load", {})),
             notes=list(data.get("notes", [])),
+            collect=dict(data.get("collect", {})),
             tool=data["tool"],
             host=data["host"],
         )

@@ -7,6 +7,7 @@ from typing import Any, Literal
 
 from pydantic import Field, field_validator
 
+from harness.collectors.spec import CollectSpec
 from harness.config import StrictModel, apply_overrides, read_yaml, validate
 from harness.loadspec import ClosedLoop, GammaArrivals, LoadSpec, PoissonArrivals
 from harness.workload.spec import SyntheticWorkload, WorkloadSpec
@@ -88,6 +89,10 @@ class Scenario(StrictModel):
     target: TargetSpec = Field(default_factory=TargetSpec)
     workload: Workload = Field(default_factory=SyntheticWorkload)
     load: LoadSpec
+    collect: CollectSpec = Field(
+        default_factory=CollectSpec,
+        description="server and GPU metrics gathered beside the client's records",
+    )
     policy: str = Field(
         default="../slo/runbook.yaml",
         description="SLO policy file, relative to the scenario file",

@@ -85,6 +85,15 @@ class RunSummary:
 
 
 @dataclass(frozen=True, slots=True)
+class CheckResult:
+    """A client-versus-server comparison: ``ok`` None when one side had no data."""
+
+    name: str
+    ok: bool | None
+    detail: str
+
+
+@dataclass(frozen=True, slots=True)
 class Verdict:
     """The judge's answer for one run."""
 
@@ -93,6 +102,8 @@ class Verdict:
     summary: RunSummary
     policy: str
     invalid_reason: str | None = None
+    checks: tuple[CheckResult, ...] = ()  # client against server (harness.crosscheck)
+    collected: Mapping[str, Any] | None = None  # which collectors ran, and what they lacked
     schema: int = VERDICT_SCHEMA
 
     def to_json_dict(self) -> dict[str, Any]:
@@ -143,6 +154,8 @@ class Verdict:
             "summary": summary,
             "policy": self.policy,
             "invalid_reason": self.invalid_reason,
+            "checks": [{"name": c.name, "ok": c.ok, "detail": c.detail} for c in self.checks],
+            "collected": self.collected,
         }
 
     def to_json(self) -> str:

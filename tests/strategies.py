@@ -7,6 +7,7 @@ real run produces: missing usage, empty streams, non-streaming requests, open-lo
 
 from __future__ import annotations
 
+import itertools
 import json
 from collections.abc import Sequence
 from types import MappingProxyType
@@ -16,6 +17,7 @@ import numpy as np
 from hypothesis import strategies as st
 
 from harness.analysis import DISTRIBUTION_METRICS, FloatArray, RunMetrics
+from harness.collectors.window import HistogramWindow
 from harness.metrics import DISTRIBUTION_STATS, METRICS
 from harness.policy import Objective, Policy
 from harness.records import ErrorClass, Phase, RequestRecord
@@ -98,10 +100,18 @@ def run_metrics(draw: st.DrawFn, allow_empty: bool = True) -> RunMetrics:
         for name in DISTRIBUTION_METRICS
     }
     if draw(st.booleans()):
-        samples["gpu_utilization"] = samples_array(
+        samples["gpu.utilization"] = samples_array(
             draw(
                 st.lists(st.floats(0.0, 1.0, allow_subnormal=False), min_size=min_size, max_size=40)
             )
+        )
+    histograms: dict[str, HistogramWindow] = {}
+    if draw(st.booleans()):
+        counts = draw(st.lists(st.integers(0, 50), min_size=len(_TTFT_BOUNDS) + 1,
+                               max_size=len(_TTFT_BOUNDS) + 1))  # fmt: skip
+        cumulative = tuple(float(x) for x in itertools.accumulate(counts))
+        histograms["server.ttft"] = HistogramWindow(
+            _TTFT_BOUNDS, cumulative[:-1], cumulative[-1], cumulative[-1] * 0.1
         )
     attempted = draw(st.integers(min_value=min_size, max_value=500))
     failed = draw(st.integers(min_value=0, max_value=attempted))
@@ -121,9 +131,11 @@ def run_metrics(draw: st.DrawFn, allow_empty: bool = True) -> RunMetrics:
         good=attempted - failed,
         error_classes=MappingProxyType({"timeout": failed} if failed else {}),
         duration_s=10.0,
+        histograms=MappingProxyType(histograms),
     )
 
 
+_TTFT_BOUNDS = (0.001, 0.005, 0.01, 0.02, 0.04, 0.06, 0.08, 0.1, 0.25, 0.5, 0.75, 1.0, 2.5, 5.0)
 _stats = st.sampled_from([*DISTRIBUTION_STATS, "p50", "p90", "p99", "p99.9"])
 
 
@@ -132,7 +144,12 @@ def objective_specs(draw: st.DrawFn, metric: str | None = None) -> dict[str, Any
     """A valid objective as a policy file holds it (numbers in base units)."""
     name = metric or draw(st.sampled_from(sorted(METRICS)))
     definition = METRICS[name]
-    stat = "value" if definition.kind == "scalar" else draw(_stats)
+    if definition.kind == "scalar":
+        stat = "value"
+    elif definition.kind == "histogram":
+        stat = draw(st.sampled_from(["mean", "p50", "p90", "p99"]))
+    else:
+        stat = draw(_stats)
     scale = 1.0 if definition.dimension == "ratio" else 10.0
     bounds = st.floats(min_value=0.0, max_value=scale, allow_nan=False, allow_subnormal=False)
     spec: dict[str, Any] = {

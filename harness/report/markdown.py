@@ -93,6 +93,17 @@ def render_markdown(verdict: Verdict) -> str:
         for label, cal in sizes:
             ratios = " | ".join(f"{cal[k]:.3f}" for k in ("mean_ratio", "p5_ratio", "p95_ratio"))
             lines.append(f"| {label} | {ratios} | {cal['n']} |")
+    if verdict.checks:
+        lines += [
+            "",
+            "### Client against server",
+            "",
+            "| check | agrees | detail |",
+            "|---|---|---|",
+        ]
+        for c in verdict.checks:
+            mark = {True: "✅ yes", False: "⚠️ no", None: "— no data"}[c.ok]
+            lines.append(f"| {_cell(c.name)} | {mark} | {_cell(c.detail)} |")
     if s.error_classes:
         lines += ["", "### Errors", "", "| class | count |", "|---|---:|"]
         lines += [f"| {_cell(name)} | {count} |" for name, count in s.error_classes.items()]

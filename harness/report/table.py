@@ -65,6 +65,11 @@ def verdict_renderable(verdict: Verdict) -> RenderableType:
             Text(str(result.n)),
             Text(result.verdict.value, style=CLASSIFICATION_STYLE[result.verdict]),
         )
+    for check in verdict.checks:
+        if check.ok is False:
+            note = Text(f"client vs server, {check.name}: ", style="bold yellow")
+            note.append(check.detail)
+            notes.append(note)
     decision = Text("decision: ")
     decision.append(verdict.decision.value, style=DECISION_STYLE[verdict.decision])
     if verdict.invalid_reason:

@@ -24,7 +24,7 @@ C = Classification
 RANK = {C.FAIL: 0, C.WARN: 1, C.PASS: 2}
 
 COLUMNS = [f.name for f in fields(RequestRecord)]
-LOWER_DISTRIBUTIONS = [*DISTRIBUTION_METRICS, "gpu_utilization"]
+LOWER_DISTRIBUTIONS = [*DISTRIBUTION_METRICS, "gpu.utilization"]
 
 
 def blank_metrics(**samples: list[float]) -> RunMetrics:

@@ -33,7 +33,7 @@ def test_runbook_policy_is_the_runbook_table() -> None:
     assert (p50.metric, p50.stat, p50.target, p50.alert) == ("e2el", "p50", 0.5, 1.0)
     assert (p99.metric, p99.stat, p99.target, p99.alert) == ("e2el", "p99", 2.0, 5.0)
     assert (err.metric, err.target, err.alert) == ("error_rate", 0.001, 0.01)
-    assert gpu.metric == "gpu_utilization"
+    assert gpu.metric == "gpu.utilization"
     assert gpu.target == Band(min=0.6, max=0.8)
     assert gpu.alert == pytest.approx(0.95)
     assert all(o.critical for o in (p50, p99, err))

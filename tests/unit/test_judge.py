@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
 from types import MappingProxyType
 from typing import Any
 
@@ -15,6 +16,13 @@ from harness.policy import Objective, Policy
 from harness.verdict import Classification, Decision, ObjectiveResult
 
 C = Classification
+
+
+def gpu_metrics(utilization: list[float]) -> RunMetrics:
+    """Metrics with GPU utilization samples (a dotted name cannot be a keyword)."""
+    base = metrics()
+    samples = {**base.samples, "gpu.utilization": np.asarray(utilization, dtype=np.float64)}
+    return replace(base, samples=MappingProxyType(samples))
 
 
 def metrics(
@@ -126,28 +134,28 @@ def test_higher_is_better_reasons() -> None:
 
 
 GPU = objective(
-    metric="gpu_utilization", stat="mean", target={"min": "60%", "max": "80%"}, alert="95%"
+    metric="gpu.utilization", stat="mean", target={"min": "60%", "max": "80%"}, alert="95%"
 )
 
 
 @pytest.mark.parametrize(
     ("utilization", "expected", "reason"),
     [
-        (0.6, C.PASS, "mean gpu_utilization 60 % within target 60 %–80 %"),
-        (0.8, C.PASS, "mean gpu_utilization 80 % within target 60 %–80 %"),
-        (0.5, C.WARN, "mean gpu_utilization 50 % below target 60 %–80 %"),
-        (0.9, C.WARN, "mean gpu_utilization 90 % above target 60 %–80 %, within alert 95 %"),
-        (0.97, C.FAIL, "mean gpu_utilization 97 % > alert 95 % (target 60 %–80 %)"),
+        (0.6, C.PASS, "mean gpu.utilization 60 % within target 60 %–80 %"),
+        (0.8, C.PASS, "mean gpu.utilization 80 % within target 60 %–80 %"),
+        (0.5, C.WARN, "mean gpu.utilization 50 % below target 60 %–80 %"),
+        (0.9, C.WARN, "mean gpu.utilization 90 % above target 60 %–80 %, within alert 95 %"),
+        (0.97, C.FAIL, "mean gpu.utilization 97 % > alert 95 % (target 60 %–80 %)"),
     ],
 )
 def test_band_target(utilization: float, expected: Classification, reason: str) -> None:
-    assert judged(GPU, metrics(gpu_utilization=[utilization] * 4)) == (expected, reason)
+    assert judged(GPU, gpu_metrics([utilization] * 4)) == (expected, reason)
 
 
 def test_band_without_alert_fails_only_in_the_bad_direction() -> None:
-    obj = objective(metric="gpu_utilization", stat="mean", target={"min": 0.6, "max": 0.8})
-    assert judged(obj, metrics(gpu_utilization=[0.9]))[0] is C.FAIL
-    assert judged(obj, metrics(gpu_utilization=[0.3]))[0] is C.WARN
+    obj = objective(metric="gpu.utilization", stat="mean", target={"min": 0.6, "max": 0.8})
+    assert judged(obj, gpu_metrics([0.9]))[0] is C.FAIL
+    assert judged(obj, gpu_metrics([0.3]))[0] is C.WARN
     higher = objective(metric="request_rate", stat="value", target={"min": 5, "max": 10})
     assert judged(higher, metrics(scalars={"request_rate": 4.0}))[0] is C.FAIL
     assert judged(higher, metrics(scalars={"request_rate": 11.0}))[0] is C.WARN
@@ -156,7 +164,7 @@ def test_band_without_alert_fails_only_in_the_bad_direction() -> None:
 def test_no_data_is_inconclusive_and_says_what_is_missing() -> None:
     verdict, reason = judged(GPU, metrics())
     assert verdict is C.INCONCLUSIVE
-    assert reason == "no gpu_utilization data: not collected in this run"
+    assert reason == "no gpu.utilization data: not collected in this run"
 
     tpot = objective(metric="tpot", stat="p99", target="50ms")
     verdict, reason = judged(tpot, metrics(tpot=[]))
@@ -255,7 +263,7 @@ RUNBOOK = Policy.model_validate(
              "target": "0.1%", "alert": "1%"},
             {
                 "name": "GPU utilization",
-                "metric": "gpu_utilization",
+                "metric": "gpu.utilization",
                 "stat": "mean",
                 "target": {"min": "60%", "max": "80%"},
                 "alert": "95%",

@@ -32,7 +32,7 @@ POLICY = Policy.model_validate(
             {"name": "Error rate", "metric": "error_rate", "stat": "value",
              "target": "0.1%", "alert": "1%"},
             {"name": "TPOT", "metric": "tpot", "stat": "p90", "target": "50ms"},
-            {"name": "GPU", "metric": "gpu_utilization", "stat": "mean",
+            {"name": "GPU", "metric": "gpu.utilization", "stat": "mean",
              "target": {"min": "60%", "max": "80%"}, "alert": "95%", "critical": False},
             {"name": "Goodput", "metric": "goodput", "stat": "value", "target": "100/s",
              "critical": False},
