@@ -63,17 +63,21 @@ def crosscheck(table: pa.Table, collected: Collected) -> list[Check]:
     """Every comparison the two sides' data allow."""
     checks: list[Check] = []
     tol = collected.tolerance
-    server_tokens = collected.run.total("server.generation_tokens")
-    if server_tokens is not None:
+    for family, source in (
+        ("server.generation_tokens", "the engine's generation counter"),
+        ("gateway.generation_tokens", "the gateway's output-token counter"),
+    ):
+        server_tokens = collected.run.total(family)
+        if server_tokens is None:
+            continue
         lengths = pc.cast(pc.list_value_length(table["chunk_times"]), pa.int64())
-        out = pc.coalesce(table["output_tokens"], lengths)
-        client_tokens = float(pc.sum(out).as_py() or 0)
-        checks.append(_count_check("output tokens", client_tokens, server_tokens, tol,
-                                   "the engine's generation counter"))  # fmt: skip
+        client_tokens = float(pc.sum(pc.coalesce(table["output_tokens"], lengths)).as_py() or 0)
+        checks.append(_count_check(f"output tokens vs {family.split('.')[0]}", client_tokens,
+                                   server_tokens, tol, source))  # fmt: skip
     http = collected.run.counters.get("server.http_requests")
     if http is not None:
         answered = float(pc.sum(pc.is_valid(table["status"]).cast(pa.int64())).as_py() or 0)
-        checks.append(_count_check("requests", answered, sum(http.values()), tol,
+        checks.append(_count_check("requests vs server", answered, sum(http.values()), tol,
                                    "the server's HTTP counter"))  # fmt: skip
     latencies = client_latencies(table) if table.num_rows else {}
     for client_metric, server_metric in PAIRS:
@@ -95,7 +99,7 @@ def _count_check(what: str, client: float, server: float, tol: float, source: st
     )
     if not ok:
         detail += ": other traffic on the server, or requests the client did not account for"
-    return Check(f"{what} vs server", ok, detail)
+    return Check(what, ok, detail)
 
 
 def _latency_check(

@@ -88,11 +88,13 @@ def metrics_url_for(target_url: str) -> str:
 def plan_sources(spec: CollectSpec, target_url: str) -> list[SourcePlan]:
     """The servers to read: those the scenario lists, or the target itself."""
     sources = spec.servers if spec.servers is not None else [ServerSource()]
-    mode = "prometheus" if spec.prometheus is not None else "scrape"
     plans: list[SourcePlan] = []
     seen: dict[str, int] = defaultdict(int)
     for src in sources:
         kind: ServerKind | None = None if src.kind == "auto" else src.kind
+        mode = src.via if src.via != "auto" else (
+            "prometheus" if spec.prometheus is not None else "scrape"
+        )  # fmt: skip
         base = src.kind if src.kind != "auto" else "server"
         seen[base] += 1
         name = base if seen[base] == 1 else f"{base}-{seen[base]}"

