@@ -64,13 +64,17 @@ class Agent:
             self.gpu_info = self.nvml.info()
         self.tick()
 
-    def tick(self) -> None:
+    def tick(self) -> list[Any]:
+        """Scrape every server once; returns what was read (to tell whether it changed)."""
+        read: list[Any] = []
         for scraper in self.scrapers:
             snap = scraper.scrape()
             if snap is not None:
                 self._snap_file.write(json.dumps(snap.to_json(scraper.name)) + "\n")
+                read.append(snap.values)
         self._snap_file.flush()
         self.ticks += 1
+        return read
 
     def loop(self) -> None:
         """Tick on an absolute schedule; a slow tick skips slots rather than bunching up."""
@@ -86,7 +90,17 @@ class Agent:
         self._stop.set()
 
     def finish(self) -> dict[str, Any]:
-        self.tick()
+        """The last readings: again each interval until two agree (at most three more), since
+        a server may count a request just after answering it (LiteLLM logs asynchronously)."""
+        last = self.tick()
+        for _ in range(3):
+            if not self.scrapers:
+                break
+            time.sleep(self.interval)
+            now = self.tick()
+            if now == last:
+                break
+            last = now
         if self.nvml is not None:
             self.nvml.stop()
             self.gpu_info = self.nvml.info()

@@ -101,15 +101,22 @@ def detect(query: Query, selector: Mapping[str, str], at: float) -> ServerKind |
 
 def newest_sample(query: Query, families: Sequence[Family], selector: Mapping[str, str],
                   at: float) -> float | None:  # fmt: skip
-    """The time of the newest sample of any of the families' series (None: none at all)."""
-    names = "|".join(n for f in families for n in f.names)
+    """The time of the newest scrape of the server (None: no series at all).
+
+    ``timestamp()`` gives a sample's own time only when applied straight to a selector
+    (on any function's result it gives the evaluation time), and dropping the name can
+    collide two families; so it is asked of one series name at a time.
+    """
     sel = label_matchers(selector)
-    vector = "{__name__=~" + quote(f"({names}).*") + ("," + sel if sel else "") + "}"
-    result = query.instant(f"max(timestamp({vector}))", at)
-    if not result:
-        return None
-    value = float(result[0]["value"][1])
-    return value if math.isfinite(value) else None
+    for fam in families:
+        for name in fam.names:
+            sample = f"{name}_count" if fam.type == "histogram" else name
+            vector = "{__name__=" + quote(sample) + ("," + sel if sel else "") + "}"
+            result = query.instant(f"max(timestamp({vector}))", at)
+            if result:
+                value = float(result[0]["value"][1])
+                return value if math.isfinite(value) else None
+    return None
 
 
 def read(
@@ -140,11 +147,16 @@ def read(
         deadline = now() + settle_s
         while True:
             newest = newest_sample(query, families, selector, now())
-            if newest is not None and newest >= end:
+            # A scrape one interval past the end: servers that count a request after
+            # answering it (LiteLLM's logging callbacks) have counted the last ones by then.
+            if newest is not None and newest >= end + step:
                 break
             if now() >= deadline:
                 if newest is None:
-                    out.problems["*"] = f"Prometheus has no {kind} samples (waited {settle_s:g} s)"
+                    where = f" matching {label_matchers(selector)}" if selector else ""
+                    out.problems["*"] = (
+                        f"Prometheus has no {kind} series{where} (waited {settle_s:g} s)"
+                    )
                     return out
                 out.notes.append(
                     f"Prometheus' newest {kind} sample is {end - newest:.1f} s older than the "
@@ -163,7 +175,21 @@ def read(
                 results[fam.metric] = query.range(promql, first, last, step)
             except PrometheusError as exc:
                 out.problems[fam.metric] = str(exc)
-        out.snapshots = snapshots_from_matrix(results, families)
+        # The client rounds range bounds to whole seconds; the grid is what Prometheus uses.
+        lo, hi = round(first), round(last)
+        grid = [lo + i * step for i in range(int((hi - lo) / step + 1e-9) + 1)]
+        out.snapshots = snapshots_from_matrix(results, families, grid)
+        present = {m for snap in out.snapshots for m in snap.values}
+        for fam in families:
+            if fam.metric in present or fam.metric in out.problems:
+                continue
+            if any(_all_nan(series) for series in results.get(fam.metric, ())):
+                out.problems[fam.metric] = f"Prometheus returned only NaN for {fam.names[0]}"
     except PrometheusError as exc:
         out.problems["*"] = str(exc)
     return out
+
+
+def _all_nan(series: Mapping[str, Any]) -> bool:
+    values = series.get("values", ())
+    return bool(values) and all(math.isnan(float(v)) for _, v in values)

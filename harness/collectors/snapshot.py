@@ -138,14 +138,20 @@ def _bound_key(le: str) -> str:
 
 
 def snapshots_from_matrix(
-    results: Mapping[str, Sequence[Mapping[str, Any]]], families: Sequence[Family]
+    results: Mapping[str, Sequence[Mapping[str, Any]]],
+    families: Sequence[Family],
+    grid: Iterable[float] = (),
 ) -> list[Snapshot]:
     """Snapshots from Prometheus range-query results, one per evaluation timestamp.
 
     ``results`` maps a family's metric to its query's ``result`` list (matrix), as built by
-    ``promql.family_query``; series carry ``__name__`` (and ``le`` / ``by`` labels).
+    ``promql.family_query``; series carry ``__name__`` (and ``le`` / ``by`` labels). Every
+    ``grid`` time gets a snapshot even with no series: a counter whose labels a server
+    creates on first use (LiteLLM's) has no series before it, which means zero.
     """
     by_time: dict[float, Values] = defaultdict(dict)
+    for t in grid:
+        by_time[float(t)] = {}
     names_at: dict[float, dict[str, str]] = defaultdict(dict)
     for fam in families:
         result = results.get(fam.metric)
