@@ -22,7 +22,7 @@ import pyarrow.compute as pc
 
 from harness.analysis import RunMetrics
 from harness.collectors.collect import read_samples, read_server
-from harness.collectors.families import FAMILIES
+from harness.collectors.families import FAMILIES, ServerKind
 from harness.collectors.window import HistogramWindow
 from harness.metrics import METRICS
 from harness.results import Manifest
@@ -101,7 +101,9 @@ def load_collected(run_dir: Path, manifest: Manifest) -> Collected | None:
             kinds.add(kind)
         prefix = f"{src.get('name')}: " if len(sources) > 1 else ""
         if "*" in problems:
-            metrics_of = [f.metric for k in ([kind] if kind else FAMILIES) for f in FAMILIES[k]]
+            # An unknown kind could have been any engine or gateway; GPUs keep their own reason.
+            kinds_of: list[ServerKind] = [kind] if kind else ["vllm", "llamacpp", "litellm"]
+            metrics_of = [f.metric for k in kinds_of for f in FAMILIES[k]]
             for metric in metrics_of:
                 missing.setdefault(metric, prefix + problems["*"])
         for metric, why in problems.items():

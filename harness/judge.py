@@ -168,7 +168,10 @@ def classify(objective: Objective, est: Estimate) -> tuple[Classification, str]:
         )
     if est.interval is not None:
         lo, hi = est.interval
-        ends = {_classify_value(objective, lo)[0], _classify_value(objective, hi)[0]}
+        # The value lies in (lo, hi]: judge just inside each end, so a bound on a bucket
+        # boundary decides (a p99 in (500 ms, 750 ms] is above a 500 ms alert).
+        inner = (math.nextafter(lo, math.inf), math.nextafter(hi, -math.inf))
+        ends = {_classify_value(objective, x)[0] for x in inner}
         verdict, reason = _classify_value(objective, est.value)
         label = f"{objective.stat} {metric.name}"
         span = f"{_q(lo, metric)}–{_q(hi, metric)}"
