@@ -114,6 +114,9 @@ _DEFS = (
 
 METRICS: dict[str, MetricDef] = {m.name: m for m in _DEFS}
 
+#: Earlier names still accepted in policy files (and stored runs), mapped to today's.
+ALIASES = {"gpu_utilization": "gpu.utilization"}
+
 _PERCENTILE = re.compile(r"^p(\d{1,2}(?:\.\d+)?)$")
 SCALAR_STATS = ("value",)
 DISTRIBUTION_STATS = ("mean", "max", "min")

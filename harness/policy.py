@@ -8,7 +8,7 @@ from typing import Annotated, Any, Literal
 from pydantic import Field, ValidationInfo, field_validator, model_validator
 
 from harness.config import StrictModel, read_yaml, validate
-from harness.metrics import METRICS, MetricDef, check_stat
+from harness.metrics import ALIASES, METRICS, MetricDef, check_stat
 from harness.quantity import parse_quantity
 
 
@@ -41,6 +41,7 @@ class Objective(StrictModel):
     @field_validator("metric")
     @classmethod
     def _known_metric(cls, value: str) -> str:
+        value = ALIASES.get(value, value)
         if value not in METRICS:
             raise ValueError(f"unknown metric; expected one of: {', '.join(sorted(METRICS))}")
         return value
@@ -53,9 +54,11 @@ class Objective(StrictModel):
     @classmethod
     def _parse_quantities(cls, data: Any) -> Any:
         metric = data.get("metric") if isinstance(data, dict) else None
+        if isinstance(metric, str):
+            metric = ALIASES.get(metric, metric)
         if not isinstance(metric, str) or metric not in METRICS:
             return data
-        dim = METRICS[data["metric"]].dimension
+        dim = METRICS[metric].dimension
         out = dict(data)
         for key in ("target", "alert"):
             raw = out.get(key)

@@ -267,3 +267,35 @@ def mangled(draw: st.DrawFn, line: bytes) -> bytes:
     if how == "replace":
         return line[:at] + byte + line[at + 1 :]
     return line[:at] + byte + line[at:]
+
+
+# --- Server histograms over a window (harness/collectors/window.py) --------------------
+# Appended for tests/unit/collectors/test_window.py; keep this block at the end.
+
+_hist_bounds = st.lists(
+    st.integers(min_value=1, max_value=100_000), min_size=1, max_size=12, unique=True
+).map(lambda ms: tuple(sorted(v / 1000.0 for v in ms)))
+
+
+@st.composite
+def histogram_windows(
+    draw: st.DrawFn, min_count: int = 0, monotonic: bool = True
+) -> HistogramWindow:
+    """A window's histogram: 1-12 positive finite bounds (seconds, ms steps), per-bucket
+    counts 0-50 and the +Inf bucket on top. ``monotonic=False`` draws the cumulative
+    counts independently (at most the total), as a histogram summed over pods that were
+    scraped at slightly different times can show."""
+    bounds = draw(_hist_bounds)
+    per_bucket = draw(
+        st.lists(st.integers(0, 50), min_size=len(bounds) + 1, max_size=len(bounds) + 1)
+    )
+    total = sum(per_bucket)
+    if total < min_count:
+        per_bucket[-1] += min_count - total
+        total = min_count
+    if monotonic:
+        cumulative = tuple(float(x) for x in itertools.accumulate(per_bucket[:-1]))
+    else:
+        cumulative = tuple(float(draw(st.integers(0, total))) for _ in range(len(bounds)))
+    mean = draw(st.floats(min_value=0.0, max_value=bounds[-1], allow_nan=False))
+    return HistogramWindow(bounds, cumulative, float(total), mean * total)

@@ -8,6 +8,7 @@ declaration drives the PromQL sent to Prometheus (``promql.py``) and the direct 
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Literal
 
@@ -38,6 +39,13 @@ class Family:
     scale: float = 1.0
     unit: str = ""
     description: str = ""
+    # Selector labels this family's series never carry (HTTP counters have no model_name):
+    # left out of its matchers, or it could never match.
+    unlabelled: tuple[str, ...] = ()
+
+    def selector_for(self, selector: Mapping[str, str]) -> dict[str, str]:
+        """The scenario's selector without the labels this family does not carry."""
+        return {k: v for k, v in selector.items() if k not in self.unlabelled}
 
     def sample_names(self, name: str) -> tuple[str, ...]:
         """The exposition sample names of the family ``name`` (histograms have three)."""
@@ -76,7 +84,8 @@ _VLLM = (
     Family("server.requests", ("vllm:request_success_total",), "counter", by=("finished_reason",),
            unit="count", description="finished requests by finish reason"),
     Family("server.http_requests", ("http_requests_total",), "counter", by=("status",),
-           match=(("handler", "/v1/(chat/)?completions"),), unit="count",
+           match=(("handler", "/v1/(chat/)?completions"),), unlabelled=("model_name", "engine"),
+           unit="count",
            description="OpenAI API answers by HTTP status class"),
 )  # fmt: skip
 
@@ -129,7 +138,9 @@ _DCGM = (
            unit="bytes", description="frame buffer in use"),
     Family("gpu.power", ("DCGM_FI_DEV_POWER_USAGE",), "gauge", combine="none", unit="W",
            description="board power draw"),
-    Family("gpu.energy", ("DCGM_FI_DEV_TOTAL_ENERGY_CONSUMPTION",), "gauge", combine="none",
+    # A counter to dcgm-exporter, so the text parser reads its samples as ..._total.
+    Family("gpu.energy", ("DCGM_FI_DEV_TOTAL_ENERGY_CONSUMPTION",
+                          "DCGM_FI_DEV_TOTAL_ENERGY_CONSUMPTION_total"), "gauge", combine="none",
            scale=1e-3, unit="J", description="energy since the driver loaded (cumulative)"),
     Family("gpu.temperature", ("DCGM_FI_DEV_GPU_TEMP",), "gauge", combine="none", unit="C",
            description="GPU temperature"),

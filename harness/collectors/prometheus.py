@@ -55,7 +55,7 @@ class ApiClientQuery:
                 promql,
                 start_time=datetime.fromtimestamp(start, UTC),
                 end_time=datetime.fromtimestamp(end, UTC),
-                step=f"{step:g}s",
+                step=f"{step:g}",  # seconds as a number: Prometheus refuses "0.5s"
             )
         )
 
@@ -159,8 +159,9 @@ def read(
                     )
                     return out
                 out.notes.append(
-                    f"Prometheus' newest {kind} sample is {end - newest:.1f} s older than the "
-                    f"run's end (waited {settle_s:g} s)"
+                    f"Prometheus' newest {kind} sample is {newest - end:+.1f} s from the run's "
+                    f"end, short of one interval past it (waited {settle_s:g} s): the last "
+                    "requests may be missing from the server's counts"
                 )
                 break
             sleep(min(1.0, step))

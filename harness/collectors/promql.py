@@ -15,8 +15,9 @@ from harness.collectors.families import GPU_LABELS, Family
 
 
 def quote(value: str) -> str:
-    """A PromQL string literal."""
-    return '"' + value.replace("\\", "\\\\").replace('"', '\\"') + '"'
+    """A PromQL string literal (Go string escapes: backslash, quote, newline)."""
+    escaped = value.replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\n")
+    return '"' + escaped + '"'
 
 
 def label_matchers(selector: Mapping[str, str], extra: Sequence[tuple[str, str]] = ()) -> str:
@@ -40,7 +41,7 @@ def _name_regex(fam: Family) -> str:
 
 def family_query(fam: Family, selector: Mapping[str, str]) -> str:
     """The range query for one family: its raw series, combined as the family says."""
-    matchers = label_matchers(selector, fam.match)
+    matchers = label_matchers(fam.selector_for(selector), fam.match)
     vector = "{" + ",".join(x for x in (f"__name__=~{quote(_name_regex(fam))}", matchers) if x)
     vector += "}"
     if fam.type == "histogram":
@@ -55,7 +56,7 @@ def family_query(fam: Family, selector: Mapping[str, str]) -> str:
 
 def equivalents(fam: Family, selector: Mapping[str, str], window_s: int) -> dict[str, str]:
     """The PromQL a person would write for the numbers reported on this family."""
-    sel = label_matchers(selector, fam.match)
+    sel = label_matchers(fam.selector_for(selector), fam.match)
     name = fam.names[0]
     w = f"[{window_s}s]"
     bucket_sel = ",".join(x for x in (sel, 'le="T"') if x)

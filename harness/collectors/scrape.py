@@ -40,19 +40,22 @@ class Scraper:
             text = self._fetch()
             wall = time.time()
             samples = parse_exposition(text)
-        except (OSError, ValueError, UnicodeDecodeError) as exc:
+            if self.kind is None:
+                self.kind = detect_kind({name for name, _, _ in samples})
+                if self.kind is None:
+                    self._fail(
+                        "the page has none of the vllm:*, llamacpp:*, litellm_* or "
+                        "DCGM_FI_* metrics"
+                    )
+                    return None
+            snap = snapshot_from_samples(wall, samples, FAMILIES[self.kind], self.selector)
+        # Anything a broken server can cause (a reset mid-page, a non-HTTP answer, a page
+        # that does not parse) is a failed scrape, never an exception in the sampling loop.
+        except Exception as exc:
             self._fail(_describe(exc))
             return None
         finally:
             self.scrape_seconds += time.perf_counter() - started
-        if self.kind is None:
-            self.kind = detect_kind({name for name, _, _ in samples})
-            if self.kind is None:
-                self._fail(
-                    "the page has none of the vllm:*, llamacpp:*, litellm_* or DCGM_FI_* metrics"
-                )
-                return None
-        snap = snapshot_from_samples(wall, samples, FAMILIES[self.kind], self.selector)
         self.ok += 1
         return snap
 

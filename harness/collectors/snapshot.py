@@ -83,17 +83,16 @@ def snapshot_from_samples(
     NaN samples are left out (Prometheus' aggregations would propagate them; a NaN gauge
     must read as missing, never as a number).
     """
-    rules = matcher(selector or {})
     by_name: dict[str, list[tuple[dict[str, str], float]]] = defaultdict(list)
     for name, labels, value in samples:
-        if math.isfinite(value) or (value == math.inf and name.endswith("_bucket")):
-            by_name[name].append((labels, value))
+        by_name[name].append((labels, value))
     values: Values = {}
     names: dict[str, str] = {}
     for fam in families:
-        found = next((n for n in fam.names if any(s in by_name for s in fam.sample_names(n))), None)
+        found = next((n for n in fam.names if _has_finite(by_name, fam.sample_names(n))), None)
         if found is None:
             continue
+        rules = matcher(fam.selector_for(selector or {}))
         fam_rules = rules + [(lab, re.compile(rx)) for lab, rx in fam.match]
         combined = _combine(fam, found, by_name, fam_rules)
         if combined:
@@ -108,32 +107,50 @@ def _combine(
     by_name: Mapping[str, list[tuple[dict[str, str], float]]],
     rules: Sequence[tuple[str, re.Pattern[str] | str]],
 ) -> dict[str, float]:
+    """Combine matching series as the family's PromQL does; a NaN (or infinite) input makes
+    its output series NaN there, so it is left out here too (a histogram then entirely)."""
     out: dict[str, float] = {}
+    poisoned: set[str] = set()
+
+    def add(key: str, value: float, op: str) -> None:
+        if not math.isfinite(value):
+            poisoned.add(key)
+        elif op == "max":
+            out[key] = max(out.get(key, -math.inf), value)
+        else:
+            out[key] = out.get(key, 0.0) + value
+
     if fam.type == "histogram":
         for labels, value in by_name.get(f"{name}_bucket", ()):
             if _matches(labels, rules):
-                key = f"le={_bound_key(labels.get('le', '+Inf'))}"
-                out[key] = out.get(key, 0.0) + value
+                add(f"le={_bound_key(labels.get('le', '+Inf'))}", value, "sum")
         for part in ("sum", "count"):
             for labels, value in by_name.get(f"{name}_{part}", ()):
                 if _matches(labels, rules):
-                    out[part] = out.get(part, 0.0) + value
-        return out
+                    add(part, value, "sum")
+        return {} if poisoned else out
+    # combine "none" keeps one series per GPU; dcgm-exporter repeats a shared GPU's series
+    # once per pod, which the PromQL's max by (GPU labels) reads once.
+    op = "sum" if fam.combine == "sum" else "max"
     for labels, value in by_name.get(name, ()):
-        if not _matches(labels, rules):
-            continue
-        key = series_key(fam, labels)
-        scaled = value * fam.scale
-        if fam.combine == "max":
-            out[key] = max(out.get(key, -math.inf), scaled)
-        else:  # sum, or none (each key is its own series)
-            out[key] = out.get(key, 0.0) + scaled
-    return out
+        if _matches(labels, rules):
+            add(series_key(fam, labels), value * fam.scale, op)
+    return {k: v for k, v in out.items() if k not in poisoned}
+
+
+def _has_finite(
+    by_name: Mapping[str, list[tuple[dict[str, str], float]]], names: Iterable[str]
+) -> bool:
+    """Whether any sample of these names is a number (a name only NaN is as good as absent)."""
+    return any(math.isfinite(v) for n in names for _, v in by_name.get(n, ()))
 
 
 def _bound_key(le: str) -> str:
     """A bucket bound written one way whatever the server wrote ("1", "1.0", "+Inf")."""
-    bound = float(le)
+    try:
+        bound = float(le)
+    except ValueError:
+        raise ValueError(f"bucket bound le={le!r} is not a number") from None
     return "+Inf" if math.isinf(bound) else repr(bound)
 
 
@@ -174,7 +191,7 @@ def snapshots_from_matrix(
                 key = _matrix_key(fam, found, sample_name, labels)
                 slot = by_time[float(ts)].setdefault(fam.metric, {})
                 scaled = value if fam.type == "histogram" else value * fam.scale
-                if fam.combine == "max" and fam.type != "histogram":
+                if fam.combine != "sum" and fam.type != "histogram":
                     slot[key] = max(slot.get(key, -math.inf), scaled)
                 else:
                     slot[key] = slot.get(key, 0.0) + scaled

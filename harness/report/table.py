@@ -70,6 +70,9 @@ def verdict_renderable(verdict: Verdict) -> RenderableType:
             note = Text(f"client vs server, {check.name}: ", style="bold yellow")
             note.append(check.detail)
             notes.append(note)
+    collected = collectors_line(verdict)
+    if collected:
+        notes.append(Text(collected, style="dim"))
     decision = Text("decision: ")
     decision.append(verdict.decision.value, style=DECISION_STYLE[verdict.decision])
     if verdict.invalid_reason:
@@ -82,3 +85,26 @@ def verdict_renderable(verdict: Verdict) -> RenderableType:
 def print_verdict(verdict: Verdict, console: Console) -> None:
     """Print the verdict table to console (the caller chooses stdout, stderr or a recording)."""
     console.print(verdict_renderable(verdict))
+
+
+def collectors_line(verdict: Verdict) -> str:
+    """One line on what the collectors read and how the client and server compared."""
+    c = verdict.collected
+    if not c:
+        return ""
+    servers = (
+        ", ".join(
+            f"{s.get('kind') or s.get('name')} ({s.get('mode')}"
+            + (", failed" if (s.get("problems") or {}).get("*") else "")
+            + ")"
+            for s in c.get("servers", [])
+        )
+        or "none"
+    )
+    gpu = c.get("gpu") or {}
+    reason = str(gpu.get("reason") or "not sampled").removesuffix(": GPU metrics not collected")
+    gpus = ", ".join(gpu.get("gpus") or []) if gpu.get("available") else f"none, {reason}"
+    agree = sum(1 for ch in verdict.checks if ch.ok)
+    judged = sum(1 for ch in verdict.checks if ch.ok is not None)
+    checks = f"; client vs server: {agree}/{judged} checks agree" if judged else ""
+    return f"server metrics: {servers}; GPU: {gpus}{checks}"

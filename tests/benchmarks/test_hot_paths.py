@@ -7,14 +7,18 @@ same run, so the ratio, not the machine, is what to read.
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import numpy as np
 import numpy.typing as npt
 import pyarrow as pa
 import pytest
+from prometheus_client.parser import text_string_to_metric_families
 from pytest_benchmark.fixture import BenchmarkFixture
 
 from harness.analysis import analyse
+from harness.collectors.families import FAMILIES, ServerKind
+from harness.collectors.snapshot import parse_exposition, snapshot_from_samples
 from harness.recordlog import RECORD_SCHEMA
 from harness.sse import StreamState
 
@@ -107,3 +111,25 @@ def test_numpy_reference_percentiles_only(benchmark: BenchmarkFixture) -> None:
         return result
 
     assert len(benchmark(reference)) == 4
+
+
+# --- a scrape: the collector agent parses a /metrics page every interval --------------------
+
+PAGES = Path(__file__).resolve().parents[1] / "data" / "metrics"
+
+
+@pytest.mark.parametrize("page", ["vllm_sim.txt", "litellm.txt"])
+def test_scrape_to_snapshot(benchmark: BenchmarkFixture, page: str) -> None:
+    """Parse a captured page and combine its families (what one scrape costs the agent)."""
+    text = (PAGES / page).read_text()
+    kind: ServerKind = "vllm" if page.startswith("vllm") else "litellm"
+    snap = benchmark(lambda: snapshot_from_samples(0.0, parse_exposition(text), FAMILIES[kind]))
+    assert snap.values
+
+
+@pytest.mark.parametrize("page", ["vllm_sim.txt", "litellm.txt"])
+def test_scrape_parse_reference(benchmark: BenchmarkFixture, page: str) -> None:
+    """Reference: prometheus_client's own parser alone, materialising every sample."""
+    text = (PAGES / page).read_text()
+    count = benchmark(lambda: sum(len(f.samples) for f in text_string_to_metric_families(text)))
+    assert count > 0

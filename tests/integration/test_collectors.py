@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import http.server
 import socket
-import threading
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -14,6 +13,7 @@ from typing import Any
 import pytest
 import yaml
 from support.cli import only_run_dir, read_json, run_cli
+from support.http_stub import serving
 from support.litellm_proxy import litellm_proxy
 from support.prometheus import ScrapeTarget, prometheus_server
 
@@ -253,14 +253,8 @@ def nan_page() -> Iterator[str]:
             b'vllm:generation_tokens_total{model_name="m"} NaN\n'
         )
 
-    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Page)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    try:
-        yield f"http://127.0.0.1:{server.server_address[1]}/metrics"
-    finally:
-        server.shutdown()
-        server.server_close()
+    with serving(Page) as url:
+        yield f"{url}/metrics"
 
 
 @pytest.fixture
