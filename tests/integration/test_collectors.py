@@ -140,6 +140,12 @@ def test_direct_scrape_and_prometheus_agree_on_one_run(tmp_path: Path, prometheu
     checks = {c["name"]: c for c in verdict["checks"]}
     assert checks["output tokens vs server"]["ok"] is True
     assert checks["ttft vs server.ttft"]["ok"] is True, checks
+    # Re-judging the stored run reads the same server data to the same verdicts.
+    again = run_cli("evaluate", str(run_dir))
+    assert again.returncode == 0, again.stderr
+    rejudged = read_json(run_dir / "verdict.json")
+    assert rejudged["objectives"] == verdict["objectives"]
+    assert rejudged["checks"] == verdict["checks"]
     promql = next(s for s in doc["sources"] if s["name"] == "vllm-2")["queries"]
     assert promql["server.ttft"].startswith("sum by (__name__, le) (")
 

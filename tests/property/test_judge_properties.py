@@ -169,6 +169,7 @@ def test_no_data_is_never_pass(policy: Policy, m: RunMetrics) -> None:
         m,
         samples=MappingProxyType({k: v[:0] for k, v in m.samples.items()}),
         scalars=MappingProxyType(dict.fromkeys(m.scalars)),
+        histograms=MappingProxyType({}),
         attempted=0,
         failed=0,
         succeeded=0,
