@@ -100,6 +100,14 @@ class CollectSpec(StrictModel):
         description="NVML sampling on this machine: auto (when a driver is present), nvml "
         "(expected: its absence is noted in the verdict), off",
     )
+    @field_validator("gpu", mode="before")
+    @classmethod
+    def _yaml_off(cls, value: object) -> object:
+        # YAML 1.1 reads a bare `off` as false (and `on` as true).
+        if value is False:
+            return "off"
+        return "nvml" if value is True else value
+
     gpu_devices: list[int] | None = Field(
         default=None, description="GPU indices to sample; null: all"
     )
