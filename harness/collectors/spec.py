@@ -100,6 +100,7 @@ class CollectSpec(StrictModel):
         description="NVML sampling on this machine: auto (when a driver is present), nvml "
         "(expected: its absence is noted in the verdict), off",
     )
+
     @field_validator("gpu", mode="before")
     @classmethod
     def _yaml_off(cls, value: object) -> object:
