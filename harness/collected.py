@@ -10,7 +10,7 @@ judge can call it INCONCLUSIVE with a reason instead of reading a zero.
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from types import MappingProxyType
@@ -252,10 +252,55 @@ def with_collected(metrics: RunMetrics, collected: Collected | None) -> RunMetri
     )
 
 
-def collected_summary(collected: Collected | None) -> dict[str, Any] | None:
-    """For verdict.json: each server read and the GPUs, with what each lacked."""
+#: Client metrics and the server histograms that time the same span of a request.
+PAIRED = {
+    "ttft": ("server.ttft", "gateway.ttft"),
+    "ttft_intended": ("server.ttft", "gateway.ttft"),
+    "e2el": ("server.e2el", "gateway.e2el"),
+    "e2el_intended": ("server.e2el", "gateway.e2el"),
+    "itl": ("server.itl",),
+    "tpot": ("server.tpot",),
+}
+
+
+def share_bounds(objectives: Iterable[Any]) -> dict[str, list[float]]:
+    """Per server histogram, the policy's latency bounds worth reporting a share under:
+    targets and alerts of objectives on that histogram or on its client counterpart."""
+    out: dict[str, set[float]] = {}
+    for obj in objectives:
+        bounds = [b for b in (obj.target, obj.alert) if isinstance(b, float | int)]
+        for hist in (obj.metric, *PAIRED.get(obj.metric, ())):
+            if METRICS[hist].kind == "histogram":
+                out.setdefault(hist, set()).update(float(b) for b in bounds)
+    return {k: sorted(v) for k, v in out.items()}
+
+
+def collected_summary(
+    collected: Collected | None, bounds: Mapping[str, list[float]] | None = None
+) -> dict[str, Any] | None:
+    """For verdict.json: each server read, the GPUs, and the measured window's server-side
+    headline numbers (histogram buckets, exact shares under the policy's bounds, counters)."""
     if collected is None:
         return None
+    histograms: dict[str, Any] = {}
+    for name, hist in sorted(collected.histograms.items()):
+        if hist.count <= 0:
+            continue
+        entry: dict[str, Any] = {"n": hist.count, "mean": hist.mean}
+        for q in (0.5, 0.99):
+            found = hist.quantile(q)
+            if found is not None:
+                entry[f"p{q * 100:g}_bucket"] = [found[1], found[2]]
+        shares = {}
+        for bound in (bounds or {}).get(name, []):
+            share = hist.share_under(bound)
+            if share is not None:
+                shares[f"{bound:g}"] = {"share": share[0], "exact": share[1] == share[2],
+                                        "between": [share[1], share[2]]}  # fmt: skip
+        if shares:
+            entry["share_under"] = shares
+        histograms[name] = entry
+    counters = {k: v for k, v in collected.measure.counters.items() if k != "server.preemptions"}
     return {
         "servers": [
             {
@@ -271,4 +316,8 @@ def collected_summary(collected: Collected | None) -> dict[str, Any] | None:
             "reason": collected.gpu.get("reason"),
             "gpus": [g.get("name") for g in collected.gpu.get("gpus", [])],
         },
+        "window_s": collected.measure.seconds if math.isfinite(collected.measure.seconds) else None,
+        "histograms": histograms,
+        "counters": counters,
+        "scalars": {k: v for k, v in collected.scalars.items() if v is not None},
     }

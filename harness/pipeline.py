@@ -260,7 +260,12 @@ def host_port(text: str) -> tuple[str, int]:
 def judge_run(run_dir: Path, policy: Policy, write: bool = True) -> Verdict:
     """Re-judge a stored run (also the last step of `run`); writes the reports."""
     from harness.analysis import analyse
-    from harness.collected import collected_summary, load_collected, with_collected
+    from harness.collected import (
+        collected_summary,
+        load_collected,
+        share_bounds,
+        with_collected,
+    )
     from harness.crosscheck import crosscheck
     from harness.judge import evaluate
     from harness.report.files import write_reports
@@ -280,7 +285,7 @@ def judge_run(run_dir: Path, policy: Policy, write: bool = True) -> Verdict:
         with_collected(metrics, collected),
         invalid_reason=saturation(manifest),
         checks=checks,
-        collected=collected_summary(collected),
+        collected=collected_summary(collected, share_bounds(policy.objectives)),
     )
     if write:
         write_reports(run_dir, verdict)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 from harness.quantity import format_quantity
 from harness.report.common import (
     alert_text,
@@ -104,10 +106,51 @@ def render_markdown(verdict: Verdict) -> str:
         for c in verdict.checks:
             mark = {True: "✅ yes", False: "⚠️ no", None: "— no data"}[c.ok]
             lines.append(f"| {_cell(c.name)} | {mark} | {_cell(c.detail)} |")
+    lines += _server_section(verdict)
     if s.error_classes:
         lines += ["", "### Errors", "", "| class | count |", "|---|---:|"]
         lines += [f"| {_cell(name)} | {count} |" for name, count in s.error_classes.items()]
     return "\n".join(lines) + "\n"
+
+
+def _server_section(verdict: Verdict) -> list[str]:
+    """The server's own view of the measured window: buckets, exact shares, counters."""
+    c = verdict.collected or {}
+    hists: dict[str, Any] = c.get("histograms") or {}
+    counters: dict[str, dict[str, float]] = c.get("counters") or {}
+    if not hists and not counters:
+        return []
+    lines = ["", "### Server side (measured window)", ""]
+    if hists:
+        lines += [
+            "| histogram | n | mean | p50 in | p99 in | share under the policy's bounds |",
+            "|---|---:|---:|---:|---:|---|",
+        ]
+        for name, h in hists.items():
+            shares = ", ".join(
+                f"≤ {format_quantity(float(b), 's')}: {v['share'] * 100:.4g} %"
+                + ("" if v["exact"] else " (interpolated)")
+                for b, v in (h.get("share_under") or {}).items()
+            )
+            lines.append(
+                f"| {name} | {h['n']:.0f} | {format_quantity(h.get('mean'), 's')} | "
+                f"{_bucket(h.get('p50_bucket'))} | {_bucket(h.get('p99_bucket'))} | "
+                f"{shares or '—'} |"
+            )
+    if counters:
+        parts = []
+        for name, by in counters.items():
+            total = sum(by.values())
+            split = ", ".join(f"{k.split('=', 1)[-1]} {v:.0f}" for k, v in by.items() if k and v)
+            parts.append(f"{name} {total:.0f}" + (f" ({split})" if split else ""))
+        lines += ["", "Counted by the servers: " + "; ".join(parts) + "."]
+    return lines
+
+
+def _bucket(bounds: list[float] | None) -> str:
+    if not bounds:
+        return "—"
+    return f"{format_quantity(bounds[0], 's')}–{format_quantity(bounds[1], 's')}"
 
 
 def _latency_row(label: str, stats: LatencyStats) -> str:

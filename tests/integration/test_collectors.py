@@ -140,6 +140,10 @@ def test_direct_scrape_and_prometheus_agree_on_one_run(tmp_path: Path, prometheu
     checks = {c["name"]: c for c in verdict["checks"]}
     assert checks["output tokens vs server"]["ok"] is True
     assert checks["ttft vs server.ttft"]["ok"] is True, checks
+    # The exact share under the policy's bound (1 s is one of vLLM's TTFT bucket bounds).
+    share = verdict["collected"]["histograms"]["server.ttft"]["share_under"]["1"]
+    assert share == {"share": 1.0, "exact": True, "between": [1.0, 1.0]}
+    assert "### Server side (measured window)" in (run_dir / "summary.md").read_text()
     # Re-judging the stored run reads the same server data to the same verdicts.
     again = run_cli("evaluate", str(run_dir))
     assert again.returncode == 0, again.stderr
