@@ -178,6 +178,40 @@ def worker(master: str) -> None:
     run_worker(host, port)
 
 
+@cli.group()
+def slo() -> None:
+    """SLO policy tools."""
+
+
+@slo.command("rules")
+@click.argument("policy_file", metavar="POLICY", type=click.Path(path_type=Path, dir_okay=False))
+@click.option("--out", type=click.Path(path_type=Path, dir_okay=False),
+              help="write the rule file here (default: stdout)")  # fmt: skip
+@click.option("--selector", "selectors", multiple=True, metavar="KEY=VALUE",
+              help="label matcher for every series; KEY=~REGEX for a regex")  # fmt: skip
+@click.option("--window", default="5m", show_default=True, help="range of rates and stats")
+@click.option("--for", "for_", default="5m", show_default=True, help="how long a breach lasts")
+def slo_rules(
+    policy_file: Path, out: Path | None, selectors: tuple[str, ...], window: str, for_: str
+) -> None:
+    """Prometheus alerting rules for the policy's alert tiers, over vLLM's metrics."""
+    from harness.alertrules import parse_selector, render, rules_for, skipped_objectives
+    from harness.errors import UsageError
+    from harness.policy import load_policy
+
+    policy = load_policy(policy_file)
+    selector = parse_selector(selectors)
+    doc = rules_for(policy, selector=selector, window=window, for_=for_)
+    text = render(doc, skipped_objectives(policy))
+    if out is None:
+        click.echo(text, nl=False)
+    else:
+        try:
+            out.write_text(text, encoding="utf-8")
+        except OSError as exc:
+            raise UsageError(f"--out {out}: {exc.strerror or exc}") from None
+
+
 def main(argv: list[str] | None = None) -> None:
     """Entry point: HarnessErrors become one line on stderr and their exit code."""
     try:
