@@ -13,7 +13,19 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+import numpy as np
+
 from harness.analysis import RunMetrics, statistic, summarise
+from harness.confidence import (
+    duration_for_rate,
+    mean_interval,
+    percentile_with_interval,
+    rate_interval,
+    requests_for_share,
+    samples_for_mean,
+    samples_for_percentile,
+    share_interval,
+)
 from harness.errors import ExitCode
 from harness.metrics import MetricDef, percentile_of
 from harness.policy import Band, Objective, Policy
@@ -30,6 +42,8 @@ _SOURCE = {
     "e2el_intended": "successful requests with an intended send time (open loop)",
     "schedule_lag": "requests with an intended send time (open loop)",
 }
+
+DEFAULT_CONFIDENCE = 0.95
 
 _EXIT = {
     Decision.PASS: ExitCode.PASS,
@@ -62,7 +76,7 @@ def evaluate(
     Objectives are still judged on an invalid run so the report shows what was measured.
     ``checks`` (client against server) that disagree turn a PASS into a WARN.
     """
-    results = tuple(judge_objective(obj, metrics) for obj in policy.objectives)
+    results = tuple(judge_objective(obj, metrics, policy.confidence) for obj in policy.objectives)
     decision = decide(results, invalid_reason)
     if decision is Decision.PASS and any(c.ok is False for c in checks):
         decision = Decision.WARN
@@ -77,10 +91,18 @@ def evaluate(
     )
 
 
-def judge_objective(objective: Objective, metrics: RunMetrics) -> ObjectiveResult:
-    """One objective: its estimate on metrics, classified with a reason a person can check."""
-    est = estimate(objective, metrics)
+def judge_objective(
+    objective: Objective, metrics: RunMetrics, confidence: float = DEFAULT_CONFIDENCE
+) -> ObjectiveResult:
+    """One objective: its estimate on metrics, classified with a reason a person can check;
+    an undecided one says how much more data would decide it."""
+    est = estimate(objective, metrics, confidence)
     verdict, reason = classify(objective, est)
+    decided_by_interval = est.n >= objective.min_samples and est.interval is not None
+    if verdict is Classification.INCONCLUSIVE and est.value is not None and decided_by_interval:
+        hint = more_data(objective, metrics, est, confidence)
+        if hint:
+            reason = f"{reason}; {hint}"
     target = objective.target
     return ObjectiveResult(
         name=objective.name,
@@ -98,11 +120,15 @@ def judge_objective(objective: Objective, metrics: RunMetrics) -> ObjectiveResul
     )
 
 
-def estimate(objective: Objective, metrics: RunMetrics) -> Estimate:
-    """The objective's stat over the run's samples, or the run-level scalar for stat 'value'.
+def estimate(
+    objective: Objective, metrics: RunMetrics, confidence: float = DEFAULT_CONFIDENCE
+) -> Estimate:
+    """The objective's stat with its interval (harness.confidence), or why there is none.
 
-    A server histogram's percentile comes with the bucket that holds it as its interval: the
-    bucket is certain, the interpolated estimate is not.
+    Client percentiles get order-statistic bounds, means normal bounds, the error rate
+    Clopper-Pearson bounds, request and goodput rates Poisson bounds. A server histogram's
+    percentile gets the bucket that holds it. Sampled series (GPU, queue depth) are
+    autocorrelated, so no independent-sample interval applies: their stat is a point value.
     """
     metric = objective.definition
     if metric.kind == "histogram":
@@ -116,7 +142,7 @@ def estimate(objective: Objective, metrics: RunMetrics) -> Estimate:
         if value is None or not math.isfinite(value):
             why = "no requests attempted" if n == 0 else "no measured duration"
             return Estimate(None, n, missing=f"no {metric.name}: {why} in the measured window")
-        return Estimate(value, n)
+        return Estimate(value, n, interval=_scalar_interval(metric.name, metrics, confidence))
     samples = metrics.samples.get(metric.name)
     if samples is None:
         why = metrics.missing.get(metric.name, "not collected in this run")
@@ -126,7 +152,91 @@ def estimate(objective: Objective, metrics: RunMetrics) -> Estimate:
         if metric.source != "client":
             return Estimate(None, 0, missing=f"no {metric.name} samples in the measured window")
         return Estimate(None, 0, missing=f"no {metric.name} samples: the run had no {source}")
+    if metric.source == "client":
+        q = percentile_of(objective.stat)
+        if q is not None:
+            value, interval = percentile_with_interval(samples, q, confidence)
+            return Estimate(value, int(samples.size), interval=interval)
+        if objective.stat == "mean":
+            return Estimate(
+                float(np.mean(samples)), int(samples.size), mean_interval(samples, confidence)
+            )
     return Estimate(statistic(samples, objective.stat), int(samples.size))
+
+
+def _scalar_interval(
+    name: str, metrics: RunMetrics, confidence: float
+) -> tuple[float, float] | None:
+    if name == "error_rate":
+        return share_interval(metrics.failed, metrics.attempted, confidence)
+    duration = metrics.duration_s
+    if duration is None or duration <= 0:
+        return None
+    if name == "request_rate":
+        return rate_interval(metrics.succeeded, duration, confidence)
+    if name == "goodput":
+        return rate_interval(metrics.good, duration, confidence)
+    return None  # token rates are not Poisson counts; server counters have no sample count
+
+
+def more_data(
+    objective: Objective, metrics: RunMetrics, est: Estimate, confidence: float
+) -> str | None:
+    """How many requests (or seconds) would decide an objective whose interval straddles a
+    bound, if the run went on as measured; None where more data cannot help."""
+    assert est.value is not None
+    assert est.interval is not None
+    bound = _straddled(objective, est.interval, est.value)
+    metric = objective.definition
+    if bound is None or metric.kind == "histogram":
+        return None
+    attempted = max(metrics.attempted, 1)
+    needed: int | None = None
+    if metric.name == "error_rate":
+        needed = requests_for_share(est.value, bound, confidence)
+    elif metric.name in ("request_rate", "goodput"):
+        seconds = duration_for_rate(est.value, bound, confidence)
+        measured = metrics.duration_s or 0.0
+        if seconds is None:
+            return None
+        return (
+            f"about {seconds:.0f} s of measurement would decide ({seconds - measured:+.0f} s), "
+            "if the rate stays as measured"
+        )
+    else:
+        samples = metrics.samples.get(metric.name)
+        if samples is None or samples.size == 0:
+            return None
+        q = percentile_of(objective.stat)
+        if q is not None:
+            share = float(np.count_nonzero(samples <= bound)) / samples.size
+            n_samples = samples_for_percentile(share, q / 100.0, confidence)
+        elif objective.stat == "mean" and samples.size > 1:
+            sd = float(np.std(samples, ddof=1))
+            n_samples = samples_for_mean(est.value, sd, bound, confidence)
+        else:
+            return None
+        if n_samples is None:
+            return None
+        needed = math.ceil(n_samples * attempted / samples.size)  # samples per request
+    if needed is None:
+        return None
+    more = max(needed - metrics.attempted, 0)
+    return (
+        f"about {needed:,} requests would decide ({more:,} more than the "
+        f"{metrics.attempted:,} measured), if the run goes on as measured"
+    )
+
+
+def _straddled(objective: Objective, interval: tuple[float, float], value: float) -> float | None:
+    """The target or alert bound inside the interval, the one nearest the estimate."""
+    lo, hi = interval
+    target = objective.target
+    bounds = [target.min, target.max] if isinstance(target, Band) else [target]
+    if objective.alert is not None:
+        bounds.append(objective.alert)
+    inside = [b for b in bounds if lo <= b <= hi]
+    return min(inside, key=lambda b: abs(b - value)) if inside else None
 
 
 def _histogram_estimate(objective: Objective, metrics: RunMetrics) -> Estimate:
@@ -173,17 +283,26 @@ def classify(objective: Objective, est: Estimate) -> tuple[Classification, str]:
         inner = (math.nextafter(lo, math.inf), math.nextafter(hi, -math.inf))
         ends = {_classify_value(objective, x)[0] for x in inner}
         verdict, reason = _classify_value(objective, est.value)
-        label = f"{objective.stat} {metric.name}"
+        label = metric.name if objective.stat == "value" else f"{objective.stat} {metric.name}"
         span = f"{_q(lo, metric)}–{_q(hi, metric)}"
+        order = (Classification.PASS, Classification.WARN, Classification.FAIL)
+        could_be = " or ".join(c.value for c in order if c in ends | {verdict})
+        if metric.kind == "histogram":
+            if ends != {verdict}:
+                return (
+                    Classification.INCONCLUSIVE,
+                    f"{label} lies in the bucket {span}, where it could be {could_be}: the "
+                    "server's buckets cannot decide (set the bound on a bucket boundary, or "
+                    "judge the client's metric)",
+                )
+            return verdict, f"{reason} (bucket {span})"
         if ends != {verdict}:
             return (
                 Classification.INCONCLUSIVE,
-                f"{label} lies in the bucket {span}, where it could be "
-                f"{' or '.join(sorted(c.value for c in ends | {verdict}))}: the server's "
-                "buckets cannot decide (set the bound on a bucket boundary, or judge the "
-                "client's metric)",
+                f"{label} {_q(est.value, metric)}, but its bounds {span} leave it undecided "
+                f"({could_be})",
             )
-        return verdict, f"{reason} (bucket {span})"
+        return verdict, f"{reason}; bounds {span}"
     return _classify_value(objective, est.value)
 
 

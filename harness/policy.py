@@ -118,6 +118,13 @@ class Policy(StrictModel):
         description="per-request SLOs for goodput, e.g. {ttft: 500ms, e2el: 2s}; "
         "a request counts when it succeeded and meets every one",
     )
+    confidence: float = Field(
+        default=0.95,
+        gt=0.5,
+        lt=1.0,
+        description="one-sided confidence of every bound the judge decides on: PASS needs the "
+        "bound on the good side of the target, FAIL the bound on the bad side of the alert",
+    )
     objectives: Annotated[list[Objective], Field(min_length=1)]
 
     @field_validator("goodput", mode="before")

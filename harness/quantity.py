@@ -90,6 +90,8 @@ def format_quantity(value: float | None, unit: str) -> str:
     """Render a base-unit value for people: seconds as ms below 10 s, ratios as percent."""
     if value is None or math.isnan(value):
         return "—"
+    if math.isinf(value):
+        return "∞" if value > 0 else "-∞"
     if unit == "s":
         if abs(value) < 1:
             return f"{value * 1e3:.4g} ms"
@@ -97,7 +99,7 @@ def format_quantity(value: float | None, unit: str) -> str:
     if unit == "ratio":
         return f"{value * 100:.3g} %"
     if unit == "1/s":
-        return f"{value:.3g}/s"
+        return f"{value:,.0f}/s" if abs(value) >= 1000 else f"{value:.3g}/s"
     if unit == "bytes":
         return f"{value / 1024.0**3:.3g} GiB"
     if unit == "Hz":

@@ -141,7 +141,8 @@ class Verdict:
                     "stat": o.stat,
                     "estimate": _num(o.estimate),
                     "unit": o.unit,
-                    "interval": list(o.interval) if o.interval is not None else None,
+                    # An unbounded side (too few samples for an order statistic) is null.
+                    "interval": [_num(x) for x in o.interval] if o.interval is not None else None,
                     "n": o.n,
                     "verdict": o.verdict.value,
                     "reason": o.reason,

@@ -7,9 +7,9 @@ from rich.console import Console, Group, RenderableType
 from rich.table import Table
 from rich.text import Text
 
+from harness.quantity import format_quantity
 from harness.report.common import (
     alert_text,
-    estimate_text,
     stat_label,
     summary_line,
     target_text,
@@ -59,7 +59,7 @@ def verdict_renderable(verdict: Verdict) -> RenderableType:
         table.add_row(
             name,
             Text(stat_label(result)),
-            Text(estimate_text(result)),
+            Text(format_quantity(result.estimate, result.unit)),  # bounds: in the reasons
             Text(target_text(result)),
             Text(alert_text(result)),
             Text(str(result.n)),

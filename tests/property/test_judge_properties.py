@@ -14,7 +14,7 @@ from hypothesis import strategies as st
 from strategies import objectives, policies, record_lists, run_metrics
 
 from harness.analysis import DISTRIBUTION_METRICS, RunMetrics, analyse
-from harness.judge import decide, evaluate, judge_objective
+from harness.judge import classify, decide, estimate, evaluate, judge_objective
 from harness.policy import Band, Objective, Policy
 from harness.records import RequestRecord
 from harness.verdict import Classification, Decision, ObjectiveResult
@@ -61,11 +61,12 @@ def test_a_stricter_target_never_improves_the_classification(
 ) -> None:
     before = judge_objective(obj, m).verdict
     after = judge_objective(stricter(obj, shrink), m).verdict
-    assert (before is C.INCONCLUSIVE) == (after is C.INCONCLUSIVE)
-    if before is not C.INCONCLUSIVE:
-        assert RANK[after] <= RANK[before]
+    if after is C.PASS:
+        assert before is C.PASS  # a stricter target never turns anything into a PASS
     if before is C.FAIL:
         assert after is C.FAIL  # FAIL depends on the alert alone
+    if C.INCONCLUSIVE not in (before, after):
+        assert RANK[after] <= RANK[before]
 
 
 @settings(max_examples=200, deadline=None)
@@ -92,7 +93,8 @@ def test_adding_samples_that_meet_a_mean_or_max_objective_keeps_it_passing(
     before = judge_objective(obj, blank_metrics(**{metric: base})).verdict
     after = judge_objective(obj, blank_metrics(**{metric: base + extra})).verdict
     if before is C.PASS:
-        assert after is C.PASS
+        # More passing samples can widen a mean's bounds (undecided), never make it FAIL.
+        assert after is not C.FAIL
 
 
 @settings(max_examples=200, deadline=None)
@@ -115,7 +117,9 @@ def test_adding_samples_below_all_others_never_turns_a_percentile_pass_into_fail
     assert after.estimate is not None
     assert after.estimate <= before.estimate + 1e-12 * max(1.0, before.estimate)
     if before.verdict is C.PASS:
-        assert after.verdict is C.PASS
+        # The estimate cannot rise; with more samples the bounds may re-centre, so a PASS
+        # can become undecided, never a FAIL (the lower bound only falls).
+        assert after.verdict is not C.FAIL
 
 
 def test_linear_percentiles_can_rise_when_passing_samples_are_added() -> None:
@@ -125,10 +129,15 @@ def test_linear_percentiles_can_rise_when_passing_samples_are_added() -> None:
     meets the target too, moves p90 to 98.8, beyond an alert of 97.
     """
     obj = Objective(name="o", metric="e2el", stat="p90", target=95.0, alert=97.0)
-    assert judge_objective(obj, blank_metrics(e2el=[0.0, 100.0])).verdict is C.PASS
-    grown = judge_objective(obj, blank_metrics(e2el=[0.0, 100.0, 94.0]))
-    assert grown.estimate == pytest.approx(98.8)
-    assert grown.verdict is C.FAIL
+
+    def as_point(values: list[float]) -> tuple[float | None, C]:
+        est = replace(estimate(obj, blank_metrics(e2el=values)), interval=None)
+        return est.value, classify(obj, est)[0]
+
+    assert as_point([0.0, 100.0])[1] is C.PASS
+    value, verdict = as_point([0.0, 100.0, 94.0])
+    assert value == pytest.approx(98.8)
+    assert verdict is C.FAIL
 
 
 @settings(max_examples=60, deadline=None)

@@ -7,14 +7,22 @@ from dataclasses import replace
 from types import MappingProxyType
 
 import pytest
-from test_judge import judged, metrics, objective
+from test_judge import metrics, objective
 
+from harness.analysis import RunMetrics
 from harness.collectors.window import HistogramWindow
-from harness.judge import evaluate
-from harness.policy import Policy
+from harness.judge import evaluate, judge_objective
+from harness.policy import Objective, Policy
 from harness.verdict import CheckResult, Classification, Decision
 
 C = Classification
+
+
+def judged(obj: Objective, m: RunMetrics) -> tuple[Classification, str]:
+    result = judge_objective(obj, m)
+    return result.verdict, result.reason
+
+
 # vLLM's TTFT buckets up to 1 s; 100 observations: 50 in (0.1, 0.25], 45 in (0.25, 0.5],
 # 5 in (0.5, 0.75].
 BOUNDS = (0.001, 0.005, 0.01, 0.02, 0.04, 0.06, 0.08, 0.1, 0.25, 0.5, 0.75, 1.0)
@@ -74,9 +82,10 @@ def test_a_disagreeing_check_turns_pass_into_warn_but_never_fail_into_pass() -> 
         }
     )
     bad = [CheckResult("output tokens vs server", False, "client 10 vs 20")]
-    assert evaluate(policy, metrics()).decision is Decision.PASS
-    assert evaluate(policy, metrics(), checks=bad).decision is Decision.WARN
+    plenty = metrics(attempted=10_000)  # 0 errors in 10 000: below 1 % at 95 %
+    assert evaluate(policy, plenty).decision is Decision.PASS
+    assert evaluate(policy, plenty, checks=bad).decision is Decision.WARN
     failing = metrics(failed=50)
     assert evaluate(policy, failing, checks=bad).decision is Decision.FAIL
     unknown = [CheckResult("ttft vs server.ttft", None, "no data on one side")]
-    assert evaluate(policy, metrics(), checks=unknown).decision is Decision.PASS
+    assert evaluate(policy, plenty, checks=unknown).decision is Decision.PASS
