@@ -26,6 +26,7 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from harness.collectors.window import HistogramWindow
+from harness.confidence import OrderStatistics, percentile
 from harness.metrics import percentile_of
 from harness.verdict import LatencyStats, RunSummary
 from harness.workload.calibration import TokenCalibration, token_calibration
@@ -230,8 +231,14 @@ def analyse(
     )
 
 
-def summarise(metrics: RunMetrics) -> RunSummary:
-    """The headline numbers of a run, with the percentile method the judge uses."""
+SUMMARY_METRICS = ("ttft", "tpot", "itl", "e2el", "schedule_lag")
+SUMMARY_PERCENTILES = (50.0, 90.0, 99.0)
+
+
+def summarise(metrics: RunMetrics, order: OrderStatistics | None = None) -> RunSummary:
+    """The headline numbers of a run, with the percentile method the judge uses (and its
+    order statistics, when the judge shares them)."""
+    order = order or OrderStatistics()
     return RunSummary(
         requests=metrics.attempted,
         errors=metrics.failed,
@@ -240,11 +247,11 @@ def summarise(metrics: RunMetrics) -> RunSummary:
         request_rate=metrics.scalars.get("request_rate"),
         output_token_rate=metrics.scalars.get("output_token_rate"),
         goodput=metrics.scalars.get("goodput"),
-        ttft_s=latency_stats(metrics.samples.get("ttft")),
-        tpot_s=latency_stats(metrics.samples.get("tpot")),
-        itl_s=latency_stats(metrics.samples.get("itl")),
-        e2el_s=latency_stats(metrics.samples.get("e2el")),
-        schedule_lag_s=latency_stats(metrics.samples.get("schedule_lag")),
+        ttft_s=latency_stats(metrics.samples.get("ttft"), order),
+        tpot_s=latency_stats(metrics.samples.get("tpot"), order),
+        itl_s=latency_stats(metrics.samples.get("itl"), order),
+        e2el_s=latency_stats(metrics.samples.get("e2el"), order),
+        schedule_lag_s=latency_stats(metrics.samples.get("schedule_lag"), order),
         prompt_tokens_mean=metrics.prompt_tokens_mean,
         output_tokens_mean=metrics.output_tokens_mean,
         prompt_vs_planned=metrics.prompt_vs_planned,
@@ -252,11 +259,12 @@ def summarise(metrics: RunMetrics) -> RunSummary:
     )
 
 
-def latency_stats(samples: FloatArray | None) -> LatencyStats:
+def latency_stats(samples: FloatArray | None, order: OrderStatistics | None = None) -> LatencyStats:
     """mean/p50/p90/p99 of samples; all None when there are none."""
     if samples is None or samples.size == 0:
         return LatencyStats()
-    p50, p90, p99 = np.percentile(samples, [50.0, 90.0, 99.0], method=PERCENTILE_METHOD)
+    order = order or OrderStatistics()
+    p50, p90, p99 = (percentile(samples, q, order) for q in SUMMARY_PERCENTILES)
     return LatencyStats(
         mean=float(np.mean(samples)),
         p50=float(p50),

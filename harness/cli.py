@@ -117,8 +117,15 @@ def run(
     type=click.Path(path_type=Path, dir_okay=False),
     help="judge against this policy instead of the one stored with the run",
 )
-def evaluate(run_dir: Path, policy_file: Path | None) -> None:
-    """Re-judge a stored run (rewrites verdict.json, summary.md, junit.xml)."""
+@click.option(
+    "--baseline",
+    "baseline_dir",
+    type=click.Path(path_type=Path, file_okay=False),
+    help="also compare with this baseline run (writes comparison.json and comparison.md)",
+)
+def evaluate(run_dir: Path, policy_file: Path | None, baseline_dir: Path | None) -> None:
+    """Re-judge a stored run (rewrites verdict.json, summary.md, junit.xml), alone or as a
+    canary against a baseline run: then ROLLBACK exits 1 and HOLD 3."""
     from harness.config import validate
     from harness.judge import exit_code
     from harness.pipeline import judge_run
@@ -132,8 +139,17 @@ def evaluate(run_dir: Path, policy_file: Path | None) -> None:
         manifest = read_manifest(run_dir)
         policy = validate(Policy, manifest.policy, str(run_dir / MANIFEST_NAME) + " (policy)")
     verdict = judge_run(run_dir, policy)
-    print_verdict(verdict, _out())
-    sys.exit(int(exit_code(verdict.decision)))
+    console = _out()
+    print_verdict(verdict, console)
+    code = exit_code(verdict.decision)
+    if baseline_dir is not None:
+        from harness.baseline import combined_exit, compare_runs
+        from harness.report.comparison import print_comparison
+
+        comparison = compare_runs(run_dir, baseline_dir, policy)
+        print_comparison(comparison, console)
+        code = combined_exit(code, comparison.decision)
+    sys.exit(int(code))
 
 
 @cli.command()

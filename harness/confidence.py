@@ -20,7 +20,7 @@ statement about the upper bound alone.
 from __future__ import annotations
 
 import math
-from collections.abc import Callable
+from collections.abc import Callable, Iterable, Sequence
 
 import numpy as np
 import numpy.typing as npt
@@ -53,21 +53,71 @@ def order_ranks(n: int, q: float, confidence: float) -> tuple[int | None, int | 
     return lower, upper
 
 
+class OrderStatistics:
+    """Sample arrays' order statistics, each array partitioned once for all the ranks the
+    judge and the summary read (planned in advance): one O(n) pass per metric, not one per
+    percentile, which is what keeps judging 10 million records within seconds."""
+
+    def __init__(self) -> None:
+        self._planned: dict[int, set[int]] = {}
+        self._done: dict[int, tuple[FloatArray, FloatArray, frozenset[int]]] = {}
+
+    def plan(self, samples: FloatArray, ranks: Iterable[int]) -> None:
+        self._planned.setdefault(id(samples), set()).update(ranks)
+
+    def take(self, samples: FloatArray, ranks: Sequence[int]) -> list[float]:
+        """The values at these 0-based ranks of the sorted samples."""
+        key = id(samples)
+        done = self._done.get(key)
+        if done is None or done[0] is not samples or not set(ranks) <= done[2]:
+            known = done[2] if done is not None and done[0] is samples else frozenset()
+            wanted = frozenset(ranks) | self._planned.get(key, set()) | known
+            done = (samples, np.partition(samples, sorted(wanted)), wanted)
+            self._done[key] = done  # keeps samples alive, so its id stays its own
+        part = done[1]
+        return [float(part[r]) for r in ranks]
+
+
+def linear_ranks(n: int, q_percent: float) -> tuple[int, int, float]:
+    """The two ranks numpy's linear percentile interpolates between, and the weight."""
+    pos = q_percent / 100.0 * (n - 1)
+    return math.floor(pos), math.ceil(pos), pos - math.floor(pos)
+
+
+def percentile_ranks(n: int, q_percent: float, confidence: float) -> list[int]:
+    """Every rank percentile_with_interval reads (for OrderStatistics.plan)."""
+    lo_i, hi_i, _ = linear_ranks(n, q_percent)
+    lower, upper = order_ranks(n, q_percent / 100.0, confidence)
+    return [lo_i, hi_i, *(r for r in (lower, upper) if r is not None)]
+
+
+def percentile(
+    samples: FloatArray, q_percent: float, order: OrderStatistics | None = None
+) -> float:
+    """numpy's linear percentile, read from shared order statistics when given."""
+    lo_i, hi_i, w = linear_ranks(int(samples.size), q_percent)
+    order = order or OrderStatistics()
+    low, high = order.take(samples, [lo_i, hi_i])
+    return low + (high - low) * w
+
+
 def percentile_with_interval(
-    samples: FloatArray, q_percent: float, confidence: float
+    samples: FloatArray,
+    q_percent: float,
+    confidence: float,
+    order: OrderStatistics | None = None,
 ) -> tuple[float, Interval]:
     """The q-th percentile (linear interpolation, as everywhere in the harness) and its
     order-statistic interval, from one O(n) partition of the samples."""
     n = int(samples.size)
-    q = q_percent / 100.0
-    pos = q * (n - 1)
-    lo_i, hi_i = math.floor(pos), math.ceil(pos)
-    lower, upper = order_ranks(n, q, confidence)
-    kth = sorted({lo_i, hi_i} | {r for r in (lower, upper) if r is not None})
-    part = np.partition(samples, kth)
-    estimate = float(part[lo_i] + (part[hi_i] - part[lo_i]) * (pos - lo_i))
-    low = float(part[lower]) if lower is not None else -math.inf
-    high = float(part[upper]) if upper is not None else math.inf
+    lo_i, hi_i, w = linear_ranks(n, q_percent)
+    lower, upper = order_ranks(n, q_percent / 100.0, confidence)
+    order = order or OrderStatistics()
+    order.plan(samples, percentile_ranks(n, q_percent, confidence))
+    a, b = order.take(samples, [lo_i, hi_i])
+    estimate = a + (b - a) * w
+    low = order.take(samples, [lower])[0] if lower is not None else -math.inf
+    high = order.take(samples, [upper])[0] if upper is not None else math.inf
     return estimate, (min(low, estimate), max(high, estimate))
 
 

@@ -10,15 +10,25 @@ from __future__ import annotations
 
 import math
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
+from types import MappingProxyType
 from typing import Any
 
 import numpy as np
 
-from harness.analysis import RunMetrics, statistic, summarise
+from harness.analysis import (
+    SUMMARY_METRICS,
+    SUMMARY_PERCENTILES,
+    RunMetrics,
+    statistic,
+    summarise,
+)
 from harness.confidence import (
+    OrderStatistics,
     duration_for_rate,
+    linear_ranks,
     mean_interval,
+    percentile_ranks,
     percentile_with_interval,
     rate_interval,
     requests_for_share,
@@ -44,6 +54,10 @@ _SOURCE = {
 }
 
 DEFAULT_CONFIDENCE = 0.95
+_EMPTY = RunMetrics(
+    samples=MappingProxyType({}), scalars=MappingProxyType({}), attempted=0, failed=0,
+    succeeded=0, good=0, error_classes=MappingProxyType({}), duration_s=None,
+)  # fmt: skip
 
 _EXIT = {
     Decision.PASS: ExitCode.PASS,
@@ -70,20 +84,27 @@ def evaluate(
     invalid_reason: str | None = None,
     checks: Sequence[CheckResult] = (),
     collected: Mapping[str, Any] | None = None,
+    windows: Mapping[float, Sequence[tuple[float, float, RunMetrics]]] | None = None,
 ) -> Verdict:
     """Judge every objective of policy on metrics; ``invalid_reason`` marks a run unjudgeable.
 
     Objectives are still judged on an invalid run so the report shows what was measured.
     ``checks`` (client against server) that disagree turn a PASS into a WARN.
     """
-    results = tuple(judge_objective(obj, metrics, policy.confidence) for obj in policy.objectives)
+    order = _plan(policy, metrics)
+    results = tuple(
+        judge_windows(obj, (windows or {}).get(obj.window), policy.confidence)
+        if obj.window is not None
+        else judge_objective(obj, metrics, policy.confidence, order)
+        for obj in policy.objectives
+    )
     decision = decide(results, invalid_reason)
     if decision is Decision.PASS and any(c.ok is False for c in checks):
         decision = Decision.WARN
     return Verdict(
         decision=decision,
         objectives=results,
-        summary=summarise(metrics),
+        summary=summarise(metrics, order),
         policy=policy.name,
         invalid_reason=invalid_reason,
         checks=tuple(checks),
@@ -91,12 +112,33 @@ def evaluate(
     )
 
 
+def _plan(policy: Policy, metrics: RunMetrics) -> OrderStatistics:
+    """Every rank the objectives and the summary will read, so each metric's samples are
+    partitioned once."""
+    order = OrderStatistics()
+    for name in SUMMARY_METRICS:
+        samples = metrics.samples.get(name)
+        if samples is not None and samples.size:
+            for pct in SUMMARY_PERCENTILES:
+                lo_i, hi_i, _ = linear_ranks(int(samples.size), pct)
+                order.plan(samples, (lo_i, hi_i))
+    for obj in policy.objectives:
+        samples = metrics.samples.get(obj.metric)
+        q = percentile_of(obj.stat)
+        if samples is not None and samples.size and q is not None:
+            order.plan(samples, percentile_ranks(int(samples.size), q, policy.confidence))
+    return order
+
+
 def judge_objective(
-    objective: Objective, metrics: RunMetrics, confidence: float = DEFAULT_CONFIDENCE
+    objective: Objective,
+    metrics: RunMetrics,
+    confidence: float = DEFAULT_CONFIDENCE,
+    order: OrderStatistics | None = None,
 ) -> ObjectiveResult:
     """One objective: its estimate on metrics, classified with a reason a person can check;
     an undecided one says how much more data would decide it."""
-    est = estimate(objective, metrics, confidence)
+    est = estimate(objective, metrics, confidence, order)
     verdict, reason = classify(objective, est)
     decided_by_interval = est.n >= objective.min_samples and est.interval is not None
     if verdict is Classification.INCONCLUSIVE and est.value is not None and decided_by_interval:
@@ -120,8 +162,48 @@ def judge_objective(
     )
 
 
+_SEVERITY = (
+    Classification.FAIL,
+    Classification.WARN,
+    Classification.INCONCLUSIVE,
+    Classification.PASS,
+)
+
+
+def judge_windows(
+    objective: Objective,
+    windows: Sequence[tuple[float, float, RunMetrics]] | None,
+    confidence: float = DEFAULT_CONFIDENCE,
+) -> ObjectiveResult:
+    """An objective that must hold in every window: judged in each, reported by the worst.
+
+    FAIL if any window fails, else WARN if any warns, else INCONCLUSIVE if any is undecided,
+    else PASS; the reason gives the attainment (windows passing) and the worst window.
+    """
+    if not windows:
+        base = judge_objective(objective, _EMPTY, confidence)
+        return replace(base, verdict=Classification.INCONCLUSIVE,
+                       reason=f"no per-window data for {objective.window:g} s windows")  # fmt: skip
+    judged = [(lo, hi, judge_objective(objective, m, confidence)) for lo, hi, m in windows]
+    passing = sum(1 for _, _, r in judged if r.verdict is Classification.PASS)
+    worst_lo, worst_hi, worst = min(
+        judged, key=lambda w: (_SEVERITY.index(w[2].verdict), -(w[2].estimate or 0.0))
+    )
+    start = judged[0][0]
+    where = f"{worst_lo - start:.0f}–{worst_hi - start:.0f} s"
+    reason = (
+        f"{passing}/{len(judged)} windows of {objective.window:g} s pass; "
+        f"worst ({where}): {worst.reason}"
+    )
+    return replace(worst, verdict=worst.verdict, reason=reason,
+                   n=sum(r.n for _, _, r in judged))  # fmt: skip
+
+
 def estimate(
-    objective: Objective, metrics: RunMetrics, confidence: float = DEFAULT_CONFIDENCE
+    objective: Objective,
+    metrics: RunMetrics,
+    confidence: float = DEFAULT_CONFIDENCE,
+    order: OrderStatistics | None = None,
 ) -> Estimate:
     """The objective's stat with its interval (harness.confidence), or why there is none.
 
@@ -155,7 +237,7 @@ def estimate(
     if metric.source == "client":
         q = percentile_of(objective.stat)
         if q is not None:
-            value, interval = percentile_with_interval(samples, q, confidence)
+            value, interval = percentile_with_interval(samples, q, confidence, order)
             return Estimate(value, int(samples.size), interval=interval)
         if objective.stat == "mean":
             return Estimate(

@@ -269,23 +269,26 @@ def judge_run(run_dir: Path, policy: Policy, write: bool = True) -> Verdict:
     from harness.crosscheck import crosscheck
     from harness.judge import evaluate
     from harness.report.files import write_reports
+    from harness.steady import steady_state, window_metrics
 
     manifest = read_manifest(run_dir)
     table = read_table(run_dir)
-    if manifest.timeline is None:  # killed before the end: judge what reached disk
-        measure_start, measure_end = _window_from_records(table)
-    else:
-        measure_start = manifest.timeline.measure_start
-        measure_end = manifest.timeline.measure_end
-    metrics = analyse(table, measure_start, measure_end, policy.goodput)
+    start, end = measure_window(manifest, table)
+    metrics = analyse(table, start, end, policy.goodput)
     collected = load_collected(run_dir, manifest)
     checks = crosscheck(table, collected) if collected is not None else []
+    checks.append(steady_state(table, start, end, policy.confidence))
+    windows = {
+        length: window_metrics(table, start, end, length, policy.goodput)
+        for length in {o.window for o in policy.objectives if o.window is not None}
+    }
     verdict = evaluate(
         policy,
         with_collected(metrics, collected),
         invalid_reason=saturation(manifest),
         checks=checks,
         collected=collected_summary(collected, share_bounds(policy.objectives)),
+        windows=windows,
     )
     if write:
         write_reports(run_dir, verdict)
@@ -308,6 +311,14 @@ def saturation(manifest: Manifest) -> str | None:
         prefix = "" if len(generators) == 1 else f"{name}: "
         reasons += [prefix + reason for reason in found]
     return "; ".join(reasons) or None
+
+
+def measure_window(manifest: Manifest, table: pa.Table) -> tuple[float, float]:
+    """The measured window (monotonic seconds): the timeline's, or, for a run killed before
+    it wrote one, what its records span."""
+    if manifest.timeline is None:
+        return _window_from_records(table)
+    return manifest.timeline.measure_start, manifest.timeline.measure_end
 
 
 def _window_from_records(table: pa.Table) -> tuple[float, float]:

@@ -36,6 +36,12 @@ class Objective(StrictModel):
     min_samples: int = Field(
         default=1, ge=1, description="fewer samples than this make the objective INCONCLUSIVE"
     )
+    window: float | None = Field(
+        default=None,
+        gt=0,
+        description="judge the objective in every window of this length (e.g. 30s) of the "
+        "measured period, not once over all of it: it holds only if it holds in each",
+    )
     description: str = ""
 
     @field_validator("metric")
@@ -60,6 +66,8 @@ class Objective(StrictModel):
             return data
         dim = METRICS[metric].dimension
         out = dict(data)
+        if out.get("window") is not None:
+            out["window"] = _quantity(out["window"], "seconds", "window")
         for key in ("target", "alert"):
             raw = out.get(key)
             if raw is None:
@@ -79,6 +87,8 @@ class Objective(StrictModel):
         problem = check_stat(self.definition, self.stat)
         if problem:
             raise ValueError(f"stat {self.stat!r}: {problem}")
+        if self.window is not None and self.definition.source != "client":
+            raise ValueError("window: only client metrics can be judged per window")
         better = self.definition.better
         if isinstance(self.target, Band):
             if self.target.min > self.target.max:

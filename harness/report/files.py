@@ -21,12 +21,13 @@ def write_reports(run_dir: Path, verdict: Verdict) -> None:
     verdict.json never sees half a document, even if the judge is killed meanwhile.
     """
     run_dir.mkdir(parents=True, exist_ok=True)
-    _write_atomic(run_dir / VERDICT_FILE, verdict.to_json())
-    _write_atomic(run_dir / SUMMARY_FILE, render_markdown(verdict))
-    _write_atomic(run_dir / JUNIT_FILE, render_junit(verdict))
+    write_atomic(run_dir / VERDICT_FILE, verdict.to_json())
+    write_atomic(run_dir / SUMMARY_FILE, render_markdown(verdict))
+    write_atomic(run_dir / JUNIT_FILE, render_junit(verdict))
 
 
-def _write_atomic(path: Path, text: str) -> None:
+def write_atomic(path: Path, text: str) -> None:
+    """Write by rename, so a reader never sees half a file."""
     tmp = path.with_name(f".{path.name}.tmp")
     tmp.write_text(text, encoding="utf-8")
     os.replace(tmp, path)

@@ -35,7 +35,7 @@ def render_markdown(verdict: Verdict) -> str:
     lines = [f"## {_DECISION_MARK[verdict.decision]} SLO verdict: {verdict.decision.value}", ""]
     lines.append(f"Policy `{verdict.policy}`.")
     if verdict.invalid_reason:
-        lines.append(f"The run is invalid: {_cell(verdict.invalid_reason)}.")
+        lines.append(f"The run is invalid: {cell(verdict.invalid_reason)}.")
     lines += [
         "",
         "### Objectives",
@@ -55,7 +55,7 @@ def render_markdown(verdict: Verdict) -> str:
             _VERDICT_MARK[r.verdict],
             r.reason,
         )
-        lines.append("| " + " | ".join(_cell(c) for c in cells) + " |")
+        lines.append("| " + " | ".join(cell(c) for c in cells) + " |")
     lines += [
         "",
         "### Run summary",
@@ -105,11 +105,11 @@ def render_markdown(verdict: Verdict) -> str:
         ]
         for c in verdict.checks:
             mark = {True: "✅ yes", False: "⚠️ no", None: "— no data"}[c.ok]
-            lines.append(f"| {_cell(c.name)} | {mark} | {_cell(c.detail)} |")
+            lines.append(f"| {cell(c.name)} | {mark} | {cell(c.detail)} |")
     lines += _server_section(verdict)
     if s.error_classes:
         lines += ["", "### Errors", "", "| class | count |", "|---|---:|"]
-        lines += [f"| {_cell(name)} | {count} |" for name, count in s.error_classes.items()]
+        lines += [f"| {cell(name)} | {count} |" for name, count in s.error_classes.items()]
     return "\n".join(lines) + "\n"
 
 
@@ -158,6 +158,6 @@ def _latency_row(label: str, stats: LatencyStats) -> str:
     return f"| {label} | " + " | ".join(format_quantity(v, "s") for v in values) + f" | {stats.n} |"
 
 
-def _cell(text: str) -> str:
+def cell(text: str) -> str:
     """Text safe inside a Markdown table cell: pipes escaped, one line."""
     return text.replace("|", "\\|").replace("\r", " ").replace("\n", " ")

@@ -106,5 +106,5 @@ def collectors_line(verdict: Verdict) -> str:
     gpus = ", ".join(gpu.get("gpus") or []) if gpu.get("available") else f"none, {reason}"
     agree = sum(1 for ch in verdict.checks if ch.ok)
     judged = sum(1 for ch in verdict.checks if ch.ok is not None)
-    checks = f"; client vs server: {agree}/{judged} checks agree" if judged else ""
+    checks = f"; checks (client vs server, steady state): {agree}/{judged} agree" if judged else ""
     return f"server metrics: {servers}; GPU: {gpus}{checks}"

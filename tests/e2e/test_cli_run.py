@@ -18,13 +18,14 @@ from harness.target import simulator
 
 pytestmark = pytest.mark.e2e
 
-SMOKE = "scenarios/smoke.yaml"
+SMOKE = "scenarios/smoke.yaml"  # the README's demo, run as users run it
+BASE = "tests/data/scenarios/base.yaml"  # short runs, judged by a policy they can decide
 SHORT = ("--set", "load.duration_s=5", "--set", "load.warmup_s=1")
 RUN_FILES = ("manifest.json", "records.parquet", "verdict.json", "summary.md", "junit.xml")
 
 
 def test_demo_on_the_built_in_target(tmp_path: Path) -> None:
-    proc = run_cli("run", SMOKE, "--out", str(tmp_path), *SHORT)
+    proc = run_cli("run", SMOKE, "--out", str(tmp_path))
     assert proc.returncode == 0, proc.stdout + proc.stderr
     assert "Traceback" not in proc.stderr
     assert "p99-latency" in proc.stdout
@@ -35,7 +36,7 @@ def test_demo_on_the_built_in_target(tmp_path: Path) -> None:
     verdict = read_json(run_dir / "verdict.json")
     assert verdict["decision"] == "PASS"
     summary = verdict["summary"]
-    assert summary["requests"] > 20
+    assert summary["requests"] > 3000  # enough to show the 0.1 % error rate at 95 %
     assert summary["errors"] == 0
     assert 0 < summary["ttft_s"]["p50"] < summary["e2el_s"]["p50"]
     by_name = {o["name"]: o for o in verdict["objectives"]}
@@ -57,7 +58,7 @@ def test_measured_ttft_and_itl_match_the_simulator(tmp_path: Path) -> None:
     settings = {"step_base_s": step, "per_seq_s": 0.0, "prefill_per_token_s": per_token}
     with simulator(settings) as url:
         proc = run_cli(
-            "run", SMOKE, "--target", url, "--out", str(tmp_path),
+            "run", BASE, "--target", url, "--out", str(tmp_path),
             "--set", "load.arrival={type: concurrency, users: 1}",
             "--set", "load.duration_s=6", "--set", "load.warmup_s=1",
             "--set", "workload.max_tokens=16",
@@ -85,7 +86,7 @@ def test_measured_ttft_and_itl_match_the_simulator(tmp_path: Path) -> None:
 )
 def test_faults_fail_the_verdict(tmp_path: Path, sim: dict[str, float], objective: str) -> None:
     with simulator(sim) as url:
-        proc = run_cli("run", SMOKE, "--target", url, "--out", str(tmp_path), *SHORT)
+        proc = run_cli("run", BASE, "--target", url, "--out", str(tmp_path), *SHORT)
     assert proc.returncode == 1, proc.stdout + proc.stderr
     verdict = read_json(only_run_dir(tmp_path) / "verdict.json")
     assert verdict["decision"] == "FAIL"
@@ -100,7 +101,7 @@ def _closed_port() -> int:
 
 def test_stopped_target_is_a_clear_error(tmp_path: Path) -> None:
     url = f"http://127.0.0.1:{_closed_port()}/v1"
-    proc = run_cli("run", SMOKE, "--target", url, "--out", str(tmp_path))
+    proc = run_cli("run", BASE, "--target", url, "--out", str(tmp_path))
     assert proc.returncode == 4
     assert "unreachable" in proc.stderr
     assert "Traceback" not in proc.stderr
@@ -119,9 +120,9 @@ def test_bad_scenario_exit_2_names_file_and_key(tmp_path: Path) -> None:
 def test_api_key_is_sent_and_never_written(tmp_path: Path) -> None:
     key = "sk-test-0123456789abcdef"
     with simulator({"api_key": key}) as url:
-        ok = run_cli("run", SMOKE, "--target", url, "--out", str(tmp_path / "ok"), *SHORT,
+        ok = run_cli("run", BASE, "--target", url, "--out", str(tmp_path / "ok"), *SHORT,
                      env={"OPENAI_API_KEY": key})  # fmt: skip
-        bad = run_cli("run", SMOKE, "--target", url, "--out", str(tmp_path / "bad"), *SHORT,
+        bad = run_cli("run", BASE, "--target", url, "--out", str(tmp_path / "bad"), *SHORT,
                       env={"OPENAI_API_KEY": "wrong"})  # fmt: skip
     assert ok.returncode == 0, ok.stdout + ok.stderr
     assert bad.returncode == 4
@@ -135,7 +136,7 @@ def test_api_key_is_sent_and_never_written(tmp_path: Path) -> None:
 
 def test_killed_run_keeps_its_records_and_can_be_judged(tmp_path: Path) -> None:
     proc = subprocess.Popen(
-        [str(HARNESS), "run", SMOKE, "--out", str(tmp_path), "--set", "load.duration_s=60",
+        [str(HARNESS), "run", BASE, "--out", str(tmp_path), "--set", "load.duration_s=60",
          "--set", "load.warmup_s=0"],
         cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True,
     )  # fmt: skip
@@ -164,7 +165,7 @@ def test_sigterm_stops_cleanly_keeping_records_and_stopping_the_simulator(
     tmp_path: Path,
 ) -> None:
     proc = subprocess.Popen(
-        [str(HARNESS), "run", SMOKE, "--out", str(tmp_path), "--set", "load.duration_s=60"],
+        [str(HARNESS), "run", BASE, "--out", str(tmp_path), "--set", "load.duration_s=60"],
         cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
     )  # fmt: skip
     try:

@@ -35,7 +35,7 @@ busy_ms, out = float(sys.argv[1]), sys.argv[2]
 if busy_ms:
     gevent.spawn(hog, busy_ms / 1e3)
 from harness.cli import main
-main(["run", "scenarios/smoke.yaml", "--out", out,
+main(["run", "tests/data/scenarios/base.yaml", "--out", out,
       "--set", "load.duration_s=5", "--set", "load.warmup_s=0"])
 """
 

@@ -17,6 +17,8 @@ from support.cli import HARNESS, ROOT, only_run_dir, run_cli
 
 from harness.recordlog import read_frame
 
+BASE = "tests/data/scenarios/base.yaml"
+
 pytestmark = pytest.mark.e2e
 
 
@@ -35,7 +37,7 @@ def test_ui_swarms_shows_approximate_rows_and_keeps_raw_records(tmp_path: Path) 
     port = _free_port()
     base = f"http://127.0.0.1:{port}"
     proc = subprocess.Popen(
-        [str(HARNESS), "ui", "scenarios/smoke.yaml", "--out", str(tmp_path), "--port", str(port)],
+        [str(HARNESS), "ui", BASE, "--out", str(tmp_path), "--port", str(port)],
         cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
     )  # fmt: skip
     try:

@@ -16,7 +16,7 @@ from harness.target import simulator
 
 pytestmark = pytest.mark.integration
 
-SMOKE = "scenarios/smoke.yaml"
+SMOKE = "tests/data/scenarios/base.yaml"
 SETS = ("--set", "load.duration_s=5", "--set", "load.warmup_s=1", "--set", "load.arrival.rate=20")
 
 

@@ -16,7 +16,7 @@ from harness.target import simulator
 
 pytestmark = pytest.mark.integration
 
-SMOKE = "scenarios/smoke.yaml"
+SMOKE = "tests/data/scenarios/base.yaml"
 
 
 def _run(tmp_path: Path, sim: dict[str, Any], *sets: str) -> tuple[int, Path]:

@@ -1,0 +1,94 @@
+"""Steady state and per-window objectives on hand-built record tables."""
+
+from __future__ import annotations
+
+import numpy as np
+import pyarrow as pa
+import pytest
+
+from harness.analysis import analyse
+from harness.config import validate
+from harness.errors import ConfigError
+from harness.judge import evaluate
+from harness.policy import Policy
+from harness.recordlog import RECORD_SCHEMA
+from harness.steady import steady_state, window_metrics
+from harness.verdict import Classification, Decision
+
+
+def table(n: int, seconds: float, e2el: np.ndarray | float = 0.3, seed: int = 0) -> pa.Table:
+    """n successful streamed requests sent evenly over ``seconds``, with these latencies."""
+    rng = np.random.default_rng(seed)
+    sent = np.sort(rng.uniform(0.0, seconds, n))
+    lat = np.broadcast_to(np.asarray(e2el, dtype=np.float64), (n,)) * rng.uniform(0.9, 1.1, n)
+    rows = [
+        {"request_id": i, "worker": "w", "phase": "measure", "stream": True,
+         "wall_sent": 1.7e9 + s, "t_sent": s, "t_first": s + 0.02, "t_last": s + d,
+         "t_done": s + d + 0.001, "chunk_times": [s + 0.02, s + d], "prompt_tokens": 8,
+         "output_tokens": 2, "status": 200, "error": None}
+        for i, (s, d) in enumerate(zip(sent.tolist(), lat.tolist(), strict=True))
+    ]  # fmt: skip
+    return pa.Table.from_pylist(rows, schema=RECORD_SCHEMA)
+
+
+def test_a_steady_run_is_steady() -> None:
+    check = steady_state(table(3000, 30.0), 0.0, 30.0)
+    assert check.ok is True, check.detail
+    assert "successful request rate" in check.detail
+
+
+def test_a_rate_that_collapses_is_not_steady() -> None:
+    early = table(2000, 18.0)
+    late = table(200, 12.0, seed=1)
+    shifted = late.set_column(
+        late.schema.get_field_index("t_sent"), "t_sent",
+        pa.array(np.asarray(late["t_sent"].to_pylist()) + 18.0),
+    )  # fmt: skip
+    check = steady_state(pa.concat_tables([early, shifted]), 0.0, 30.0)
+    assert check.ok is False
+    assert "rate moved" in check.detail
+
+
+def test_latency_that_keeps_rising_is_not_steady() -> None:
+    sent_order = np.linspace(0.3, 0.9, 3000)  # the median triples across the run
+    check = steady_state(table(3000, 30.0, e2el=sent_order), 0.0, 30.0)
+    assert check.ok is False
+    assert "drifted" in check.detail
+
+
+def test_too_few_requests_cannot_tell() -> None:
+    check = steady_state(table(20, 30.0), 0.0, 30.0)
+    assert check.ok is None
+
+
+def test_an_objective_per_window_catches_the_bad_minute_the_whole_run_hides() -> None:
+    lat = np.where(np.arange(3000) >= 2400, 3.0, 0.3)  # the last fifth is ten times slower
+    records = table(3000, 30.0, e2el=lat)
+    policy = Policy.model_validate({
+        "name": "windows",
+        "objectives": [
+            {"name": "whole", "metric": "e2el", "stat": "p50", "target": "1s"},
+            {"name": "each", "metric": "e2el", "stat": "p50", "target": "1s", "window": "10s"},
+        ],
+    })  # fmt: skip
+    windows = {10.0: window_metrics(records, 0.0, 30.0, 10.0, {})}
+    verdict = evaluate(policy, analyse(records, 0.0, 30.0), windows=windows)
+    whole, each = verdict.objectives
+    assert whole.verdict is Classification.PASS
+    assert each.verdict is Classification.FAIL
+    assert each.reason.startswith("2/3 windows of 10 s pass; worst (20–30 s)")
+    assert verdict.decision is Decision.FAIL
+
+
+def test_windows_cover_the_measured_period() -> None:
+    windows = window_metrics(table(600, 24.0), 0.0, 24.0, 10.0, {})
+    assert [(lo, hi) for lo, hi, _ in windows] == [(0.0, 10.0), (10.0, 24.0)]  # 4 s joins
+    assert sum(m.attempted for _, _, m in windows) == 600
+
+
+def test_only_client_metrics_have_windows() -> None:
+    data = {"name": "p", "objectives": [
+        {"name": "g", "metric": "gpu.utilization", "stat": "mean", "target": 0.5,
+         "window": "30s"}]}  # fmt: skip
+    with pytest.raises(ConfigError, match="window"):
+        validate(Policy, data, "p.yaml")
