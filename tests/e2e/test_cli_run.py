@@ -63,7 +63,7 @@ def test_measured_ttft_and_itl_match_the_simulator(tmp_path: Path) -> None:
             "--set", "load.duration_s=6", "--set", "load.warmup_s=1",
             "--set", "workload.max_tokens=16",
         )  # fmt: skip
-    assert proc.returncode in (0, 1), proc.stdout + proc.stderr
+    assert proc.returncode in (0, 1, 3), proc.stdout + proc.stderr  # timing is the subject
     df = read_frame(only_run_dir(tmp_path))
     df = df[(df["phase"] == "measure") & df["error"].isna()]
     assert len(df) >= 10
@@ -79,7 +79,7 @@ def test_measured_ttft_and_itl_match_the_simulator(tmp_path: Path) -> None:
 @pytest.mark.parametrize(
     ("sim", "objective"),
     [
-        ({"error_rate": 0.2}, "error-rate"),
+        ({"error_rate": 0.5}, "error-rate"),  # clearly past the 20 % alert on ~40 requests
         ({"step_base_s": 0.08}, "p50-latency"),
     ],
     ids=["errors", "slow"],
