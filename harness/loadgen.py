@@ -70,6 +70,9 @@ class RunState:
     failure: BaseException | None = None
     dispatch_lags: list[float] = field(default_factory=list)  # wake-up lag per arrival
     on_send: Callable[[], None] | None = None  # live progress: one more request in flight
+    stop_sending: Event = field(default_factory=Event)  # early stop: no new arrivals
+    measure_start: float | None = None  # set by the schedule when it starts
+    stopped_early: str | None = None  # why sending stopped before the planned end
 
 
 @dataclass(frozen=True)
@@ -79,6 +82,7 @@ class LoadOutcome:
     timeline: Timeline
     sent: int
     cut_at_drain: int
+    stopped_early: str | None = None
     # Per load generator ("local", or "w0", "w1", ...): its saturation guard's report
     # (GuardReport.to_dict()) plus "dispatch_lag_p99_s" (open loop) for the manifest.
     generators: dict[str, dict[str, Any]] = field(default_factory=dict)
@@ -127,6 +131,7 @@ class _Schedule:
         self.measure_start = self.t_start + load.warmup_s
         self.measure_end = self.measure_start + load.measured_s
         self.send_end = self.t_start + load.total_s
+        self.user.state.measure_start = self.measure_start
         arrival = load.arrival
         if isinstance(arrival, ClosedLoop):
             self._closed_loop()
@@ -135,6 +140,8 @@ class _Schedule:
         # With max_requests the schedule can run out before the window ends: rates are
         # over the time load was actually offered, not the planned window.
         sending_ended = min(self.measure_end, time.monotonic())
+        if self.user.state.stop_sending.is_set():
+            self.send_end = min(self.send_end, time.monotonic())
         self._drain(load.drain_timeout_s)
         self.user.state.timeline = Timeline(
             wall_start=wall_start,
@@ -159,11 +166,14 @@ class _Schedule:
             share=self.plan.share,
             limit=self._limit(),
         )
+        stop = self.user.state.stop_sending
         for index, offset in enumerate(offsets):
             intended = self.t_start + offset
             delay = intended - time.monotonic()
-            if delay > 0:
-                gevent.sleep(delay)
+            if delay > 0 and stop.wait(timeout=delay):
+                break
+            if stop.is_set():
+                break
             # How late the generator itself woke: queueing behind max_concurrency is not in it.
             self.user.state.dispatch_lags.append(time.monotonic() - intended)
             self.group.spawn(self._capped, sem, self._request_id(index), intended)
@@ -202,15 +212,17 @@ class _Schedule:
         exhausted = Event()
         users: dict[int, gevent.Greenlet] = {}
 
+        stop = self.user.state.stop_sending
+
         def user_loop(slot: int) -> None:
-            while time.monotonic() < self.send_end and slot < wanted:
+            while time.monotonic() < self.send_end and slot < wanted and not stop.is_set():
                 index = next(counter)
                 if limit is not None and index >= limit:
                     exhausted.set()
                     return
                 self._guarded(self._request_id(index), None)
 
-        while not exhausted.is_set():
+        while not exhausted.is_set() and not stop.is_set():
             now = time.monotonic()
             if now >= self.send_end:
                 break
@@ -352,8 +364,17 @@ def generator_report(guard: GuardReport, state: RunState) -> dict[str, Any]:
     return {**guard.to_dict(), "dispatch_lag_p99_s": p99, "arrivals": len(lags)}
 
 
-def run_load(plan: LoadPlan, sink: Sink, on_send: Callable[[], None] | None = None) -> LoadOutcome:
-    """Drive the scenario's load through Locust (as a library) and return the timeline."""
+def run_load(
+    plan: LoadPlan,
+    sink: Sink,
+    on_send: Callable[[], None] | None = None,
+    decide_early: Callable[[float], str | None] | None = None,
+) -> LoadOutcome:
+    """Drive the scenario's load through Locust (as a library) and return the timeline.
+
+    ``decide_early(measure_start)``, with the scenario's ``load.early_stop``, is asked at
+    every look; a reason back stops sending (in-flight requests still finish).
+    """
     state = RunState(sink=sink, on_send=on_send)
     env = Environment(user_classes=[configure_driver(plan, state)])
     runner = env.create_local_runner()
@@ -362,10 +383,16 @@ def run_load(plan: LoadPlan, sink: Sink, on_send: Callable[[], None] | None = No
     stop_on_sigterm(state, stop_signal)
     guard = LoadGuard()
     guard.start()
+    early = plan.scenario.load.early_stop
+    looker = None
+    if early is not None and decide_early is not None:
+        looker = gevent.spawn(_look, state, early.every_s, early.min_s, decide_early)
     try:
         runner.start(1, spawn_rate=1)
         state.finished.wait(timeout=budget)
     finally:
+        if looker is not None:
+            looker.kill(block=False)
         report = guard.stop()
         runner.quit()  # first the driver, so nothing new is spawned ...
         cut_in_flight(state)  # ... then what was in flight, each recorded as cut
@@ -379,5 +406,23 @@ def run_load(plan: LoadPlan, sink: Sink, on_send: Callable[[], None] | None = No
         timeline=state.timeline,
         sent=state.sent,
         cut_at_drain=state.cut_at_drain,
+        stopped_early=state.stopped_early,
         generators={plan.worker: generator_report(report, state)},
     )
+
+
+def _look(
+    state: RunState, every_s: float, min_s: float, decide: Callable[[float], str | None]
+) -> None:
+    """The early-stop looks: from ``min_s`` into the measured window, every ``every_s``."""
+    while state.measure_start is None:
+        gevent.sleep(0.1)
+    next_at = state.measure_start + min_s
+    while not state.finished.is_set() and not state.stop_sending.is_set():
+        gevent.sleep(max(0.0, next_at - time.monotonic()))
+        next_at += every_s
+        reason = decide(state.measure_start)
+        if reason is not None:
+            state.stopped_early = reason
+            state.stop_sending.set()
+            return

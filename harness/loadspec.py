@@ -57,6 +57,20 @@ class Stage(StrictModel):
     )
 
 
+class EarlyStop(StrictModel):
+    """Re-judge while the run goes and stop once every critical objective is decided.
+
+    Each look spends an equal share of the policy's error rate (Bonferroni over the planned
+    looks), so the decision keeps its confidence however many looks are taken; the final
+    verdict is judged at the same per-look confidence.
+    """
+
+    every_s: float = Field(default=10.0, gt=0, description="seconds between looks")
+    min_s: float = Field(
+        default=30.0, ge=0, description="first look this long after the measured window opens"
+    )
+
+
 class LoadSpec(StrictModel):
     """How hard and how long. Warm-up and cool-down are sent and recorded, not judged."""
 
@@ -79,6 +93,10 @@ class LoadSpec(StrictModel):
     )
     drain_timeout_s: float = Field(
         default=60.0, ge=0, description="after the run, wait this long for in-flight requests"
+    )
+    early_stop: EarlyStop | None = Field(
+        default=None,
+        description="stop sending once every critical objective is decided (single process)",
     )
 
     @model_validator(mode="after")
@@ -152,3 +170,11 @@ class Segment(NamedTuple):
         return self.level0 + (self.level1 - self.level0) * (t - self.start) / (
             self.end - self.start
         )
+
+
+def planned_looks(load: LoadSpec) -> int:
+    """How many early-stop looks the measured window allows (at least one)."""
+    if load.early_stop is None:
+        return 1
+    span = load.measured_s - load.early_stop.min_s
+    return max(1, math.floor(span / load.early_stop.every_s) + 1)

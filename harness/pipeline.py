@@ -10,7 +10,7 @@ import contextlib
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import pyarrow as pa
 import pyarrow.compute as pc
@@ -105,7 +105,7 @@ def execute(req: RunRequest, announce: Callable[[str], None] = lambda _: None) -
         collection.start()  # its first reading comes before any load
         log = RecordLog(run_dir)
         try:
-            outcome = _drive(req, inputs, target, log, announce)
+            outcome, early_stop = _drive(req, inputs, target, log, announce)
         except BaseException as exc:
             log.close()
             collection.stop()
@@ -132,6 +132,12 @@ def execute(req: RunRequest, announce: Callable[[str], None] = lambda _: None) -
         "sent": outcome.sent,
         "cut_at_drain": outcome.cut_at_drain,
     }
+    if early_stop is not None:
+        manifest.load["early_stop"] = early_stop
+        if early_stop["stopped"]:
+            manifest.notes.append(f"stopped early: {early_stop['stopped']}")
+    elif scenario.load.early_stop is not None:
+        manifest.notes.append("load.early_stop applies to single-process runs: not used")
     if outcome.sent != log.count:
         manifest.notes.append(f"{outcome.sent} requests sent but {log.count} records written")
     if outcome.cut_at_drain:
@@ -213,7 +219,8 @@ def _drive(
     target: ResolvedTarget,
     log: RecordLog,
     announce: Callable[[str], None],
-) -> LoadOutcome:
+) -> tuple[LoadOutcome, dict[str, Any] | None]:
+    """The load phase; with load.early_stop (single process), also the looks' record."""
     # Imports locust, which patches the standard library with gevent: only now.
     from harness.loadgen import LoadPlan, run_load
     from harness.openai_api import endpoint_for
@@ -223,31 +230,41 @@ def _drive(
         from harness.distributed import run_master
 
         host, port = host_port(req.master_bind) if req.master_bind else ("127.0.0.1", 0)
-        return run_master(
+        outcome = run_master(
             scenario, inputs.workload, req.scenario_file.parent.resolve(), target.url,
             target.model, log.write, workers=max(req.workers, 1), bind_host=host,
             bind_port=port, spawn_local=req.master_bind is None, announce=announce,
         )  # fmt: skip
+        return outcome, None
     plan = LoadPlan(
         scenario=scenario,
         endpoint=endpoint_for(scenario, target.url),
         model=target.model,
         workload=inputs.workload,
     )
+    from harness.early import EarlyJudge
     from harness.progress import LiveStats, ProgressLine
 
     stats = LiveStats()
+    early = EarlyJudge(inputs.policy, scenario.load) if scenario.load.early_stop else None
 
     def sink(record: RequestRecord) -> None:
         log.write(record)
         stats.observe(record)
+        if early is not None:
+            early.observe(record)
 
     line = ProgressLine(stats)
     line.start()
     try:
-        return run_load(plan, sink, on_send=stats.sent)
+        outcome = run_load(plan, sink, on_send=stats.sent, decide_early=early)
     finally:
         line.stop()
+    if early is None:
+        return outcome, None
+    if outcome.stopped_early:
+        announce(f"stopped early: {outcome.stopped_early}")
+    return outcome, early.manifest(outcome.stopped_early)
 
 
 def host_port(text: str) -> tuple[str, int]:
@@ -273,6 +290,10 @@ def judge_run(run_dir: Path, policy: Policy, write: bool = True) -> Verdict:
 
     manifest = read_manifest(run_dir)
     table = read_table(run_dir)
+    early = manifest.load.get("early_stop")
+    if isinstance(early, dict) and "confidence_per_look" in early:
+        # Judged at the confidence each look had, or the looks would have spent it twice.
+        policy = policy.model_copy(update={"confidence": float(early["confidence_per_look"])})
     start, end = measure_window(manifest, table)
     metrics = analyse(table, start, end, policy.goodput)
     collected = load_collected(run_dir, manifest)
