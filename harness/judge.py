@@ -37,7 +37,7 @@ from harness.confidence import (
     share_interval,
 )
 from harness.errors import ExitCode
-from harness.metrics import MetricDef, percentile_of
+from harness.metrics import SHARE_STAT, MetricDef, percentile_of
 from harness.policy import Band, Objective, Policy
 from harness.quantity import format_quantity
 from harness.verdict import CheckResult, Classification, Decision, ObjectiveResult, Verdict
@@ -151,7 +151,7 @@ def judge_objective(
         metric=objective.metric,
         stat=objective.stat,
         estimate=est.value,
-        unit=objective.definition.unit,
+        unit=objective.judged.unit,
         interval=est.interval,
         n=est.n,
         verdict=verdict,
@@ -213,6 +213,8 @@ def estimate(
     autocorrelated, so no independent-sample interval applies: their stat is a point value.
     """
     metric = objective.definition
+    if objective.stat == SHARE_STAT:
+        return _share_estimate(objective, metrics, confidence)
     if metric.kind == "histogram":
         return _histogram_estimate(objective, metrics)
     if metric.kind == "scalar":
@@ -276,6 +278,12 @@ def more_data(
     needed: int | None = None
     if metric.name == "error_rate":
         needed = requests_for_share(est.value, bound, confidence)
+    elif objective.stat == SHARE_STAT:
+        samples = metrics.samples.get(metric.name)
+        n_samples = requests_for_share(est.value, bound, confidence)
+        if n_samples is None or samples is None or samples.size == 0:
+            return None
+        needed = math.ceil(n_samples * attempted / samples.size)
     elif metric.name in ("request_rate", "goodput"):
         seconds = duration_for_rate(est.value, bound, confidence)
         measured = metrics.duration_s or 0.0
@@ -321,6 +329,32 @@ def _straddled(objective: Objective, interval: tuple[float, float], value: float
     return min(inside, key=lambda b: abs(b - value)) if inside else None
 
 
+def _share_estimate(objective: Objective, metrics: RunMetrics, confidence: float) -> Estimate:
+    """The share of samples at or under the objective's bound: Clopper-Pearson bounds for
+    client samples, the bucket bracket for a server histogram (exact on a bucket bound), a
+    point value for sampled series."""
+    name = objective.definition.name
+    bound = objective.bound
+    assert bound is not None  # the policy pairs share_under with a bound
+    hist = metrics.histograms.get(name)
+    if objective.definition.kind == "histogram":
+        if hist is None or hist.count <= 0:
+            why = metrics.missing.get(name, "no observations in the measured window")
+            return Estimate(None, 0, missing=f"no {name} data: {why}")
+        found = hist.share_under(bound)
+        assert found is not None
+        return Estimate(found[0], round(hist.count), interval=(found[1], found[2]))
+    samples = metrics.samples.get(name)
+    if samples is None or samples.size == 0:
+        why = metrics.missing.get(name, "no samples in the measured window")
+        return Estimate(None, 0, missing=f"no {name} data: {why}")
+    n = int(samples.size)
+    k = int(np.count_nonzero(samples <= bound))
+    if objective.definition.source != "client":
+        return Estimate(k / n, n)
+    return Estimate(k / n, n, interval=share_interval(k, n, confidence))
+
+
 def _histogram_estimate(objective: Objective, metrics: RunMetrics) -> Estimate:
     name = objective.definition.name
     hist = metrics.histograms.get(name)
@@ -349,7 +383,7 @@ def classify(objective: Objective, est: Estimate) -> tuple[Classification, str]:
     passes inside [min, max]; outside it, FAIL beyond the alert in the bad direction, else WARN
     (with no alert, any miss in the bad direction is FAIL, a miss in the good one WARN).
     """
-    metric = objective.definition
+    metric = objective.judged
     if est.value is None or math.isnan(est.value):
         return Classification.INCONCLUSIVE, est.missing or f"no {metric.name} data"
     if est.n < objective.min_samples:
@@ -365,11 +399,11 @@ def classify(objective: Objective, est: Estimate) -> tuple[Classification, str]:
         inner = (math.nextafter(lo, math.inf), math.nextafter(hi, -math.inf))
         ends = {_classify_value(objective, x)[0] for x in inner}
         verdict, reason = _classify_value(objective, est.value)
-        label = metric.name if objective.stat == "value" else f"{objective.stat} {metric.name}"
+        label = _label(objective)
         span = f"{_q(lo, metric)}–{_q(hi, metric)}"
         order = (Classification.PASS, Classification.WARN, Classification.FAIL)
         could_be = " or ".join(c.value for c in order if c in ends | {verdict})
-        if metric.kind == "histogram":
+        if objective.definition.kind == "histogram":
             if ends != {verdict}:
                 return (
                     Classification.INCONCLUSIVE,
@@ -388,10 +422,18 @@ def classify(objective: Objective, est: Estimate) -> tuple[Classification, str]:
     return _classify_value(objective, est.value)
 
 
+def _label(objective: Objective) -> str:
+    """How a reason names the statistic: "p99 e2el", "error_rate", "share of e2el ≤ 2 s"."""
+    if objective.stat == SHARE_STAT:
+        return f"share of {objective.judged.name}"
+    name = objective.definition.name
+    return name if objective.stat == "value" else f"{objective.stat} {name}"
+
+
 def _classify_value(objective: Objective, value: float) -> tuple[Classification, str]:
     """A value against target and alert, in the metric's direction."""
-    metric = objective.definition
-    label = metric.name if objective.stat == "value" else f"{objective.stat} {metric.name}"
+    metric = objective.judged
+    label = _label(objective)
     shown = f"{label} {_q(value, metric)}"
     alert = objective.alert
     lower = metric.better == "lower"

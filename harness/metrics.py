@@ -121,6 +121,7 @@ _PERCENTILE = re.compile(r"^p(\d{1,2}(?:\.\d+)?)$")
 SCALAR_STATS = ("value",)
 DISTRIBUTION_STATS = ("mean", "max", "min")
 HISTOGRAM_STATS = ("mean",)
+SHARE_STAT = "share_under"  # the share of samples at or under an objective's bound
 
 
 def percentile_of(stat: str) -> float | None:
@@ -138,6 +139,8 @@ def check_stat(metric: MetricDef, stat: str) -> str | None:
         if stat in SCALAR_STATS:
             return None
         return f"metric {metric.name!r} is a single value per run: use stat 'value'"
+    if stat == SHARE_STAT:
+        return None
     if metric.kind == "histogram":
         if stat in HISTOGRAM_STATS or percentile_of(stat) is not None:
             return None

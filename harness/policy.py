@@ -2,14 +2,15 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
 from pydantic import Field, ValidationInfo, field_validator, model_validator
 
 from harness.config import StrictModel, read_yaml, validate
-from harness.metrics import ALIASES, METRICS, MetricDef, check_stat
-from harness.quantity import parse_quantity
+from harness.metrics import ALIASES, METRICS, SHARE_STAT, MetricDef, check_stat
+from harness.quantity import format_quantity, parse_quantity
 
 
 class Band(StrictModel):
@@ -52,9 +53,32 @@ class Objective(StrictModel):
             raise ValueError(f"unknown metric; expected one of: {', '.join(sorted(METRICS))}")
         return value
 
+    bound: float | None = Field(
+        default=None,
+        description="with stat share_under: the value the share is counted at or under, "
+        "in the metric's unit (e.g. 500ms); target and alert are then shares (e.g. 99%)",
+    )
+
     @property
     def definition(self) -> MetricDef:
         return METRICS[self.metric]
+
+    @property
+    def judged(self) -> MetricDef:
+        """What the target is compared with: the metric itself, or for share_under the share
+        of samples at or under the bound, a ratio whose better side is the metric's good side
+        (more requests under a latency bound is better)."""
+        metric = self.definition
+        if self.stat != SHARE_STAT or self.bound is None:
+            return metric
+        return replace(
+            metric,
+            name=f"{metric.name} ≤ {format_quantity(self.bound, metric.unit)}",
+            unit="ratio",
+            dimension="ratio",
+            better="higher" if metric.better == "lower" else "lower",
+            kind="scalar",
+        )
 
     @model_validator(mode="before")
     @classmethod
@@ -66,6 +90,10 @@ class Objective(StrictModel):
             return data
         dim = METRICS[metric].dimension
         out = dict(data)
+        if out.get("bound") is not None:
+            out["bound"] = _quantity(out["bound"], dim, "bound")
+        if out.get("stat") == SHARE_STAT:
+            dim = "ratio"  # target and alert are shares
         if out.get("window") is not None:
             out["window"] = _quantity(out["window"], "seconds", "window")
         for key in ("target", "alert"):
@@ -89,7 +117,9 @@ class Objective(StrictModel):
             raise ValueError(f"stat {self.stat!r}: {problem}")
         if self.window is not None and self.definition.source != "client":
             raise ValueError("window: only client metrics can be judged per window")
-        better = self.definition.better
+        if (self.stat == SHARE_STAT) != (self.bound is not None):
+            raise ValueError(f"stat {SHARE_STAT} and bound go together: give both or neither")
+        better = self.judged.better
         if isinstance(self.target, Band):
             if self.target.min > self.target.max:
                 raise ValueError("target band: min must not exceed max")
