@@ -7,6 +7,7 @@ The statistics are in ``harness.compare`` (pure); this reads each run as ``judge
 
 from __future__ import annotations
 
+import math
 from dataclasses import replace
 from pathlib import Path
 
@@ -37,6 +38,16 @@ def read_run(run_dir: Path, policy: Policy) -> tuple[RunMetrics, Manifest]:
     return analyse(table, *measure_window(manifest, table), policy.goodput), manifest
 
 
+def allowances(policy: Policy) -> dict[str, float]:
+    """Per metric, the worsening its objectives tolerate: the strictest of their
+    ``allowed_increase`` (metrics without one get the comparison's default)."""
+    allowed: dict[str, float] = {}
+    for obj in policy.objectives:
+        if obj.allowed_increase is not None:
+            allowed[obj.metric] = min(obj.allowed_increase, allowed.get(obj.metric, math.inf))
+    return allowed
+
+
 def compare_runs(
     canary_dir: Path, baseline_dir: Path, policy: Policy, write: bool = True
 ) -> Comparison:
@@ -47,6 +58,7 @@ def compare_runs(
         policy,
         canary,
         baseline,
+        allowed=allowances(policy),
         canary_workload=canary_manifest.scenario.get("workload"),
         baseline_workload=baseline_manifest.scenario.get("workload"),
     )

@@ -53,6 +53,12 @@ class Objective(StrictModel):
             raise ValueError(f"unknown metric; expected one of: {', '.join(sorted(METRICS))}")
         return value
 
+    allowed_increase: float | None = Field(
+        default=None,
+        ge=0,
+        description="canary against baseline: the relative worsening of this metric tolerated "
+        "(e.g. 0.1 for 10 %); default 10 %",
+    )
     bound: float | None = Field(
         default=None,
         description="with stat share_under: the value the share is counted at or under, "

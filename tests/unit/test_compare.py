@@ -12,7 +12,7 @@ import pytest
 from rich.console import Console
 
 from harness.analysis import FloatArray, RunMetrics
-from harness.baseline import combined_exit
+from harness.baseline import allowances, combined_exit
 from harness.compare import (
     CanaryDecision,
     Classification,
@@ -376,3 +376,27 @@ def test_terminal_table_fits_a_ci_log() -> None:
     assert "…" not in text
     assert "shift [interval]" in text
     assert "canary decision: ROLLBACK" in text
+
+
+def test_an_objective_sets_its_metric_allowance() -> None:
+    """allowed_increase on objectives: the strictest per metric decides High or Pass."""
+
+    def policy(allowance: float) -> Policy:
+        return Policy.model_validate({"name": "p", "objectives": [
+            {"name": "a", "metric": "ttft", "stat": "p50", "target": "1s",
+             "allowed_increase": 0.5},
+            {"name": "b", "metric": "ttft", "stat": "p99", "target": "2s",
+             "allowed_increase": allowance},
+        ]})  # fmt: skip
+
+    strict, loose = policy(0.05), policy(0.4)
+    assert allowances(strict) == {"ttft": 0.05}
+    rng = np.random.default_rng(3)
+    base = rng.lognormal(np.log(0.1), 0.2, 3000)
+    slower = base * 1.2  # a 20 % regression
+    canary_m, baseline_m = run(slower), run(base)
+    verdicts = {}
+    for name, p in (("strict", strict), ("loose", loose)):
+        result = compare(p, canary_m, baseline_m, allowed=allowances(p))
+        verdicts[name] = next(m for m in result.metrics if m.metric == "ttft").classification
+    assert verdicts == {"strict": Classification.HIGH, "loose": Classification.PASS}
