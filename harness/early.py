@@ -30,7 +30,8 @@ def per_look_confidence(confidence: float, load: LoadSpec) -> float:
 
 
 class EarlyJudge:
-    """Keeps the measured records as they come and judges them at each look."""
+    """Keeps the measured records as they come and judges them at each look (the look runs
+    in a worker thread, off the load generator's event loop)."""
 
     def __init__(self, policy: Policy, load: LoadSpec) -> None:
         self.confidence = per_look_confidence(policy.confidence, load)
@@ -46,9 +47,10 @@ class EarlyJudge:
     def __call__(self, measure_start: float) -> str | None:
         """A reason to stop now, or None to go on."""
         self.looks += 1
-        if not self.rows:
+        rows = self.rows[:]  # the load keeps appending while this look runs in a thread
+        if not rows:
             return None
-        table = pa.Table.from_pylist(self.rows, schema=RECORD_SCHEMA)
+        table = pa.Table.from_pylist(rows, schema=RECORD_SCHEMA)
         metrics = analyse(table, measure_start, time.monotonic(), self.policy.goodput)
         verdict = evaluate(self.policy, metrics)
         critical = [o for o in verdict.objectives if o.critical]

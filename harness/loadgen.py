@@ -421,7 +421,9 @@ def _look(
     while not state.finished.is_set() and not state.stop_sending.is_set():
         gevent.sleep(max(0.0, next_at - time.monotonic()))
         next_at += every_s
-        reason = decide(state.measure_start)
+        # In a real thread: a look analyses every record so far, and on the event loop it
+        # would delay the timestamps of chunks arriving meanwhile.
+        reason = gevent.get_hub().threadpool.apply(decide, (state.measure_start,))
         if reason is not None:
             state.stopped_early = reason
             state.stop_sending.set()
