@@ -17,17 +17,15 @@ from harness.compare import (
     CanaryDecision,
     Classification,
     Comparison,
-    _bootstrap_quantile,
     compare,
     compare_samples,
     compared_metrics,
-    hodges_lehmann,
-    newcombe_interval,
 )
 from harness.errors import ExitCode
 from harness.metrics import METRICS
 from harness.policy import Policy
 from harness.report.comparison import comparison_renderable, render_comparison_markdown
+from harness.twosample import _bootstrap_quantile, hodges_lehmann, newcombe_interval
 
 POLICY = Policy.model_validate(
     {
