@@ -22,11 +22,22 @@ import yaml
 from harness.collectors.families import FAMILIES, Family, ServerKind
 from harness.collectors.promql import label_matchers, quote
 from harness.errors import UsageError
-from harness.metrics import percentile_of
+from harness.metrics import SHARE_STAT, percentile_of
 from harness.policy import Band, Objective, Policy
 from harness.quantity import format_quantity
+from harness.sim.metrics import ITL_BUCKETS, REQUEST_LATENCY_BUCKETS, TTFT_BUCKETS
 
 EngineKind = Literal["vllm", "llamacpp"]
+
+#: vLLM's histogram bucket bounds (metrics-reference.md; the simulator serves the same):
+#: a share under a bound is exact only on one of them.
+ENGINE_BUCKETS: dict[str, tuple[float, ...]] = {
+    "vllm:time_to_first_token_seconds": TTFT_BUCKETS,
+    "vllm:inter_token_latency_seconds": ITL_BUCKETS,
+    "vllm:request_time_per_output_token_seconds": ITL_BUCKETS,
+    "vllm:e2e_request_latency_seconds": REQUEST_LATENCY_BUCKETS,
+    "vllm:request_queue_time_seconds": REQUEST_LATENCY_BUCKETS,
+}
 
 #: The runbook's own alert names (runbook.md, Incident Response), and the GPU row's.
 RUNBOOK_LATENCY = "ModelServingHighLatency"
@@ -100,7 +111,7 @@ def rules_for(
         if isinstance(expr, str):
             continue
         assert obj.alert is not None  # _expression skips objectives without one
-        op = ">" if obj.definition.better == "lower" else "<"
+        op = ">" if obj.judged.better == "lower" else "<"
         name = names[obj.name]
         rules.append(
             {
@@ -190,6 +201,8 @@ def _expression(
     if d.kind == "scalar":
         return "a total over the whole run: its size depends on the run's length, not a window's"
     q = percentile_of(obj.stat)
+    if fam.type == "histogram" and obj.stat == SHARE_STAT:
+        return _share(obj, fam, matchers, window, reads)
     if fam.type == "histogram":
         if q is not None:
             inner = f"sum by (le) (rate({name}_bucket{braces}[{window}]))"
@@ -215,6 +228,27 @@ def _expression(
         else:
             promql = f"{_OVER_TIME[obj.stat]}_over_time({fam.combine}({vector})[{window}:])"
     return _Expr(promql + _scaled(fam.scale), reads)
+
+
+def _share(obj: Objective, fam: Family, matchers: str, window: str, reads: str) -> _Expr | str:
+    """The share of requests at or under the bound, exact when the bound is one of the
+    engine's bucket bounds: rate(x_bucket{le="B"}) / rate(x_count)."""
+    bounds = ENGINE_BUCKETS.get(fam.names[0])
+    assert obj.bound is not None
+    if bounds is None or obj.bound not in bounds:
+        shown = format_quantity(obj.bound, obj.definition.unit)
+        return (
+            f"bound {shown} is not one of {fam.names[0]}'s bucket bounds, so the engine's "
+            "histogram cannot give the share exactly"
+        )
+    name = fam.names[0]
+    le = f"le={quote(repr(float(obj.bound)))}"  # as prometheus_client writes it: "2.0"
+    under = ",".join(x for x in (matchers, le) if x)
+    braces = f"{{{matchers}}}" if matchers else ""
+    promql = (
+        f"sum(rate({name}_bucket{{{under}}}[{window}])) / sum(rate({name}_count{braces}[{window}]))"
+    )
+    return _Expr(promql, reads)
 
 
 def _family(kind: ServerKind, metric: str) -> Family | None:
@@ -264,14 +298,17 @@ def _annotations(
     policy: Policy, obj: Objective, name: str, expr: _Expr, for_: str
 ) -> dict[str, str]:
     """Static text (no $value): on-call reads which policy row fired and its numbers."""
-    d = obj.definition
+    d = obj.judged  # a share_under objective is a ratio, higher is better
     alert = format_quantity(obj.alert, d.unit)
     if isinstance(obj.target, Band):
         low, high = (format_quantity(x, d.unit) for x in (obj.target.min, obj.target.max))
         target = f"{low} to {high}"
     else:
         target = format_quantity(obj.target, d.unit)
-    what = d.name if obj.stat == "value" else f"{d.name} {obj.stat}"
+    what = (
+        f"share of {d.name}" if obj.stat == SHARE_STAT
+        else d.name if obj.stat == "value" else f"{d.name} {obj.stat}"
+    )  # fmt: skip
     side = "above" if d.better == "lower" else "below"
     level = "critical" if obj.critical else "advisory"
     runbook = f" Runbook alert: {name}." if name in (RUNBOOK_LATENCY, RUNBOOK_ERRORS) else ""

@@ -163,11 +163,13 @@ def test_every_expression_shape_loads_in_promtool(prometheus_bin: str, tmp_path:
                  "target": 1, "alert": 4},
                 {"name": "clock", "metric": "gpu.sm_clock", "stat": "min", "target": "1400MHz",
                  "alert": "1000MHz"},
+                {"name": "within 2s", "metric": "e2el", "stat": "share_under", "bound": "2s",
+                 "target": "99%", "alert": "95%"},
             ],
         }
     )  # fmt: skip
     selector = {"model_name": 'a"b', "namespace": "=~prod-.*"}
-    for policy, count in ((load_policy(ROOT / "slo/serving-health.yaml"), 8), (extra, 5)):
+    for policy, count in ((load_policy(ROOT / "slo/serving-health.yaml"), 8), (extra, 6)):
         path = tmp_path / f"{policy.name}.yaml"
         doc = rules_for(policy, selector=selector, window="2m", for_="1m")
         path.write_text(render(doc, skipped_objectives(policy)), encoding="utf-8")

@@ -61,7 +61,17 @@ def test_share_objectives_are_checked(spec: dict[str, str], message: str) -> Non
         validate(Policy, data, "p.yaml")
 
 
-def test_shares_are_not_turned_into_alert_rules() -> None:
-    policy = Policy.model_validate({"name": "p", "objectives": [WITHIN_2S.model_dump()]})
-    assert rules_for(policy)["groups"][0]["rules"] == []
-    assert [s.objective for s in skipped_objectives(policy)] == ["fast"]
+def test_a_share_on_a_bucket_bound_becomes_an_alert_rule() -> None:
+    odd = WITHIN_2S.model_copy(update={"name": "odd", "bound": 0.6})
+    policy = Policy.model_validate(
+        {"name": "p", "objectives": [WITHIN_2S.model_dump(), odd.model_dump()]}
+    )
+    (rule,) = rules_for(policy)["groups"][0]["rules"]
+    assert rule["expr"] == (
+        'sum(rate(vllm:e2e_request_latency_seconds_bucket{le="2.0"}[5m])) / '
+        "sum(rate(vllm:e2e_request_latency_seconds_count[5m])) < 0.95"
+    )
+    assert "share of e2el ≤ 2 s below 95 %" in rule["annotations"]["summary"]
+    (skipped,) = skipped_objectives(policy)
+    assert skipped.objective == "odd"
+    assert "not one of vllm:e2e_request_latency_seconds's bucket bounds" in skipped.reason
