@@ -47,6 +47,7 @@ MSG_PLAN = "harness_plan"
 MSG_READY = "harness_ready"
 MSG_RECORDS = "harness_records"
 MSG_DONE = "harness_done"
+MSG_STOP = "harness_stop"  # master -> workers: an early decision, stop sending
 BATCH_ROWS = 200
 BATCH_INTERVAL_S = 0.5
 _TIME_FIELDS = ("t_intended", "t_sent", "t_first", "t_last", "t_done")
@@ -75,6 +76,7 @@ class _Collected:
     plan_errors: list[str] = field(default_factory=list)
     all_done: Event = field(default_factory=Event)
     all_ready: Event = field(default_factory=Event)
+    stopped_early: str | None = None
 
 
 def run_master(
@@ -90,8 +92,12 @@ def run_master(
     spawn_local: bool = True,
     announce: Callable[[str], None] = lambda _: None,
     connect_timeout_s: float = 60.0,
+    decide_early: Callable[[float], str | None] | None = None,
 ) -> LoadOutcome:
-    """Run the scenario on `workers` worker processes and gather every record through sink."""
+    """Run the scenario on `workers` worker processes and gather every record through sink.
+
+    With ``load.early_stop``, the master judges the records it has gathered at each look
+    (``decide_early``) and tells every worker to stop sending once it decides."""
     port = bind_port or free_port()
     state = RunState(sink=sink)  # only for the signal handler's `finished`
     plan = LoadPlan(
@@ -128,6 +134,7 @@ def run_master(
         runner.register_message(name, handler)
 
     procs: list[subprocess.Popen[bytes]] = []
+    looker: gevent.Greenlet | None = None
     if spawn_local:
         for _ in range(workers):
             procs.append(
@@ -173,6 +180,16 @@ def run_master(
         if got.plan_errors:
             raise DistributedError("; ".join(got.plan_errors))
         runner.start(workers, spawn_rate=workers)
+        looker = None
+        early = scenario.load.early_stop
+        if early is not None and decide_early is not None:
+            # The workers start on the plan's arrival; the master's clock is theirs (offsets
+            # applied to every record), so its measured window opens a warm-up from now.
+            measure_start = time.monotonic() + scenario.load.warmup_s
+            first = measure_start + early.min_s
+            looker = gevent.spawn(
+                _look_for_workers, runner, got, early.every_s, first, measure_start, decide_early
+            )
         budget = scenario.load.total_s + scenario.load.drain_timeout_s + 120.0
         gevent.wait([got.all_done, state.finished], timeout=budget, count=1)
         if stop_signal:
@@ -181,6 +198,8 @@ def run_master(
             missing = sorted(set(range(workers)) - set(got.done))
             raise DistributedError(f"worker(s) {missing} did not finish within {budget:.0f} s")
     finally:
+        if looker is not None:
+            looker.kill(block=False)
         runner.quit()
         for proc in procs:
             try:
@@ -213,7 +232,28 @@ def _merge(got: _Collected, workers: int) -> LoadOutcome:
         sent=sum(int(got.done[i]["sent"]) for i in range(workers)),
         cut_at_drain=sum(int(got.done[i]["cut_at_drain"]) for i in range(workers)),
         generators={f"w{i}": dict(got.done[i]["generator"]) for i in range(workers)},
+        stopped_early=got.stopped_early,
     )
+
+
+def _look_for_workers(
+    runner: Any,
+    got: _Collected,
+    every_s: float,
+    first_at: float,
+    measure_start: float,
+    decide: Callable[[float], str | None],
+) -> None:
+    """The master's early-stop looks; a decision goes to every worker as MSG_STOP."""
+    next_at = first_at
+    while not got.all_done.is_set():
+        gevent.sleep(max(0.0, next_at - time.monotonic()))
+        next_at += every_s
+        reason = gevent.get_hub().threadpool.apply(decide, (measure_start,))
+        if reason is not None:
+            got.stopped_early = reason
+            runner.send_message(MSG_STOP, {"reason": reason})
+            return
 
 
 def _await(ok: Callable[[], bool], timeout_s: float, message: str) -> None:
@@ -302,7 +342,14 @@ def run_worker(master_host: str, master_port: int, timeout_s: float = 7 * 86_400
         state_box.update(state=state, batcher=batcher, offset=offset)
         gevent.spawn(_report_when_done, runner, state, batcher, offset, guard)
 
+    def on_stop(environment: Any, msg: Any, **_: Any) -> None:
+        state = state_box.get("state")
+        if state is not None:
+            state.stopped_early = str(msg.data.get("reason"))
+            state.stop_sending.set()
+
     runner.register_message(MSG_PLAN, on_plan)
+    runner.register_message(MSG_STOP, on_stop)
     try:
         runner.greenlet.join(timeout=timeout_s)
     finally:

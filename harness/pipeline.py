@@ -136,8 +136,7 @@ def execute(req: RunRequest, announce: Callable[[str], None] = lambda _: None) -
         manifest.load["early_stop"] = early_stop
         if early_stop["stopped"]:
             manifest.notes.append(f"stopped early: {early_stop['stopped']}")
-    elif scenario.load.early_stop is not None:
-        manifest.notes.append("load.early_stop applies to single-process runs: not used")
+
     if outcome.sent != log.count:
         manifest.notes.append(f"{outcome.sent} requests sent but {log.count} records written")
     if outcome.cut_at_drain:
@@ -222,6 +221,7 @@ def _drive(
 ) -> tuple[LoadOutcome, dict[str, Any] | None]:
     """The load phase; with load.early_stop (single process), also the looks' record."""
     # Imports locust, which patches the standard library with gevent: only now.
+    from harness.early import EarlyJudge
     from harness.loadgen import LoadPlan, run_load
     from harness.openai_api import endpoint_for
 
@@ -230,19 +230,30 @@ def _drive(
         from harness.distributed import run_master
 
         host, port = host_port(req.master_bind) if req.master_bind else ("127.0.0.1", 0)
+        judge = EarlyJudge(inputs.policy, scenario.load) if scenario.load.early_stop else None
+
+        def gathered(record: RequestRecord) -> None:
+            log.write(record)
+            if judge is not None:
+                judge.observe(record)
+
         outcome = run_master(
             scenario, inputs.workload, req.scenario_file.parent.resolve(), target.url,
-            target.model, log.write, workers=max(req.workers, 1), bind_host=host,
+            target.model, gathered, workers=max(req.workers, 1), bind_host=host,
             bind_port=port, spawn_local=req.master_bind is None, announce=announce,
+            decide_early=judge,
         )  # fmt: skip
-        return outcome, None
+        if judge is None:
+            return outcome, None
+        if outcome.stopped_early:
+            announce(f"stopped early: {outcome.stopped_early}")
+        return outcome, judge.manifest(outcome.stopped_early)
     plan = LoadPlan(
         scenario=scenario,
         endpoint=endpoint_for(scenario, target.url),
         model=target.model,
         workload=inputs.workload,
     )
-    from harness.early import EarlyJudge
     from harness.progress import LiveStats, ProgressLine
 
     stats = LiveStats()

@@ -40,3 +40,23 @@ def test_a_decided_run_stops_early(tmp_path: Path) -> None:
     assert verdict["decision"] == "PASS"
     # Judged at the per-look confidence: the bounds are those of 1 - 0.05/30 one-sided.
     assert all(o["verdict"] == "PASS" for o in verdict["objectives"])
+
+
+def test_a_distributed_run_stops_early_on_every_worker(tmp_path: Path) -> None:
+    proc = run_cli(
+        "run", BASE, "--out", str(tmp_path), "--workers", "2",
+        "--set", "load.arrival={type: poisson, rate: 100, max_concurrency: 128}",
+        "--set", "load.warmup_s=1", "--set", "load.duration_s=60",
+        "--set", "load.early_stop={every_s: 2, min_s: 3}",
+        timeout=150,
+    )  # fmt: skip
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert "stopped early: every critical objective decided" in proc.stderr
+    run_dir = only_run_dir(tmp_path)
+    manifest = read_json(run_dir / "manifest.json")
+    assert manifest["load"]["early_stop"]["stopped"]
+    assert set(manifest["load"]["generators"]) == {"w0", "w1"}
+    timeline = manifest["timeline"]
+    assert timeline["measure_end"] - timeline["measure_start"] < 30
+    assert manifest["records"] == manifest["load"]["sent"] == len(read_frame(run_dir))
+    assert read_json(run_dir / "verdict.json")["decision"] == "PASS"
