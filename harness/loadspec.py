@@ -96,7 +96,7 @@ class LoadSpec(StrictModel):
     )
     early_stop: EarlyStop | None = Field(
         default=None,
-        description="stop sending once every critical objective is decided (single process)",
+        description="stop sending once every critical objective is decided",
     )
 
     @model_validator(mode="after")
