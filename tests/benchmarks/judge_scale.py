@@ -13,19 +13,21 @@ from __future__ import annotations
 
 import argparse
 import os
+import sys
 import time
+from pathlib import Path
 
-import numpy as np
 import pyarrow as pa
-import pyarrow.compute as pc
 
-from harness.analysis import RECORD_COLUMNS, analyse
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from support.synthetic import records
+
+from harness.analysis import analyse
 from harness.judge import evaluate
 from harness.policy import Policy
-from harness.recordlog import RECORD_SCHEMA
 
 CHUNKS = 8
-USED = {*RECORD_COLUMNS, "request_id", "worker", "wall_sent", "status", "error_detail"}
 POLICY = Policy.model_validate(
     {
         "name": "scale",
@@ -49,38 +51,6 @@ POLICY = Policy.model_validate(
 )  # fmt: skip
 
 
-def records(n: int) -> pa.Table:
-    rng = np.random.default_rng(0)
-    t_sent = np.sort(rng.uniform(0, 3600, n))
-    times = t_sent[:, None] + 0.1 + np.cumsum(rng.exponential(0.02, (n, CHUNKS)), axis=1)
-    failed = pa.array(rng.random(n) < 0.0005)
-    errors = pc.if_else(failed, pa.scalar("http_status"), pa.scalar(None, pa.string()))
-    return pa.table(
-        {
-            "request_id": np.arange(n),
-            "worker": pa.array(["w"] * n).dictionary_encode().cast(pa.string()),
-            "phase": pa.array(["measure"] * n).dictionary_encode().cast(pa.string()),
-            "stream": np.ones(n, bool),
-            "wall_sent": t_sent + 1.7e9,
-            "t_intended": t_sent - 0.001,
-            "t_sent": t_sent,
-            "t_first": times[:, 0],
-            "t_last": times[:, -1],
-            "t_done": times[:, -1] + 0.001,
-            "chunk_times": pa.ListArray.from_arrays(
-                np.arange(0, n * CHUNKS + 1, CHUNKS, dtype=np.int64).astype(np.int32),
-                times.ravel(),
-            ),
-            "prompt_tokens": np.full(n, 128),
-            "output_tokens": np.full(n, CHUNKS),
-            "status": np.full(n, 200),
-            "error": errors,
-            "error_detail": pa.nulls(n, pa.string()),
-        },
-        schema=pa.schema([f for f in RECORD_SCHEMA if f.name in USED]),
-    )
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--records", type=int, default=10_000_000)
@@ -88,7 +58,7 @@ def main() -> None:
     os.sched_setaffinity(0, {min(os.sched_getaffinity(0))})  # one core
     pa.set_cpu_count(1)
     pa.set_io_thread_count(1)
-    table = records(args.records)
+    table = records(args.records, CHUNKS, seconds=3600.0, error_share=0.0005)
     best = {"analyse": float("inf"), "evaluate": float("inf"), "total": float("inf")}
     for _ in range(3):
         t0 = time.perf_counter()

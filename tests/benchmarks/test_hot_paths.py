@@ -11,15 +11,14 @@ from pathlib import Path
 
 import numpy as np
 import numpy.typing as npt
-import pyarrow as pa
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 from pytest_benchmark.fixture import BenchmarkFixture
+from support.synthetic import records
 
 from harness.analysis import analyse
 from harness.collectors.families import FAMILIES, ServerKind
 from harness.collectors.snapshot import parse_exposition, snapshot_from_samples
-from harness.recordlog import RECORD_SCHEMA
 from harness.sse import StreamState
 
 CHUNK = (
@@ -62,37 +61,9 @@ def test_sse_reference_json_only(benchmark: BenchmarkFixture) -> None:
     assert len(benchmark(_reference_stream)) == 257
 
 
-def _records(n: int, chunks: int) -> pa.Table:
-    rng = np.random.default_rng(0)
-    t_sent = np.sort(rng.uniform(0, 600, n))
-    gaps = rng.exponential(0.02, (n, chunks))
-    times = t_sent[:, None] + 0.1 + np.cumsum(gaps, axis=1)
-    cols = {
-        "request_id": np.arange(n),
-        "worker": ["w"] * n,
-        "phase": ["measure"] * n,
-        "stream": np.ones(n, bool),
-        "wall_sent": t_sent + 1.7e9,
-        "t_intended": t_sent - 0.001,
-        "t_sent": t_sent,
-        "t_first": times[:, 0],
-        "t_last": times[:, -1],
-        "t_done": times[:, -1] + 0.001,
-        "chunk_times": pa.ListArray.from_arrays(
-            np.arange(0, n * chunks + 1, chunks, dtype=np.int32), times.ravel()
-        ),
-        "prompt_tokens": np.full(n, 128),
-        "output_tokens": np.full(n, chunks),
-        "status": np.full(n, 200),
-        "error": pa.nulls(n, pa.string()),
-        "error_detail": [""] * n,
-    }
-    return pa.table(cols, schema=RECORD_SCHEMA)
-
-
 @pytest.mark.benchmark(group="analyse-100k-records-32-chunks")
 def test_analyse_100k_records(benchmark: BenchmarkFixture) -> None:
-    table = _records(100_000, 32)
+    table = records(100_000, 32)
     metrics = benchmark(analyse, table, 0.0, 600.0, {"e2el": 2.0})
     assert metrics.attempted == 100_000
     assert len(metrics.samples["itl"]) == 100_000 * 31
@@ -101,7 +72,7 @@ def test_analyse_100k_records(benchmark: BenchmarkFixture) -> None:
 @pytest.mark.benchmark(group="analyse-100k-records-32-chunks")
 def test_numpy_reference_percentiles_only(benchmark: BenchmarkFixture) -> None:
     # Reference: just the flattened ITL gaps and four percentiles, nothing else.
-    table = _records(100_000, 32)
+    table = records(100_000, 32)
 
     def reference() -> npt.NDArray[np.float64]:
         times = table["chunk_times"].combine_chunks().values.to_numpy().reshape(-1, 32)
