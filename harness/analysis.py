@@ -166,7 +166,7 @@ def analyse(
     t_intended = _floats(table, "t_intended")
     usage_out = _floats(table, "output_tokens")
     prompt_tokens = _floats(table, "prompt_tokens")
-    lengths, chunk_values = _chunks(table)
+    lengths, chunk_values = flat_chunks(table)
 
     out_tokens = np.where(np.isnan(usage_out), lengths.astype(np.float64), usage_out)
     end = np.where(streamed | ~np.isnan(t_last), t_last, t_done)
@@ -176,7 +176,7 @@ def analyse(
     tpot = np.full(n, np.nan)
     np.divide(e2el - ttft, out_tokens - 1.0, out=tpot, where=multi)
 
-    gaps, real_gap, starts = _gaps(lengths, chunk_values)
+    gaps, real_gap, starts = chunk_gaps(lengths, chunk_values)
     itl_kept = real_gap & np.repeat(latency_rows, lengths)[1:]
     intended = ~np.isnan(t_intended)
 
@@ -308,7 +308,7 @@ def _floats(table: pa.Table, column: str) -> FloatArray:
     return np.asarray(values.to_numpy(zero_copy_only=False), dtype=np.float64)
 
 
-def _chunks(table: pa.Table) -> tuple[IntArray, FloatArray]:
+def flat_chunks(table: pa.Table) -> tuple[IntArray, FloatArray]:
     """Per-row chunk counts and all chunk times flattened in row order (null lists are empty)."""
     column = table["chunk_times"]
     kind = column.type
@@ -326,7 +326,7 @@ def _chunks(table: pa.Table) -> tuple[IntArray, FloatArray]:
     )
 
 
-def _gaps(lengths: IntArray, values: FloatArray) -> tuple[FloatArray, BoolArray, IntArray]:
+def chunk_gaps(lengths: IntArray, values: FloatArray) -> tuple[FloatArray, BoolArray, IntArray]:
     """Differences of consecutive flattened chunk times, which of them are real gaps, row starts.
 
     Difference j is values[j+1] - values[j]; it is a real gap unless values[j+1] opens a row.

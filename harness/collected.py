@@ -11,19 +11,22 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable, Iterable, Mapping
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, replace
 from pathlib import Path
 from types import MappingProxyType
 from typing import Any
 
 import numpy as np
 import numpy.typing as npt
+import pyarrow as pa
 import pyarrow.compute as pc
 
 from harness.analysis import RunMetrics
 from harness.collectors.collect import read_samples, read_server
 from harness.collectors.families import FAMILIES, ServerKind
-from harness.collectors.window import HistogramWindow
+from harness.collectors.nvml import energy_joules
+from harness.collectors.series import Point
+from harness.collectors.window import HistogramWindow, Window
 from harness.metrics import METRICS
 from harness.results import Manifest
 
@@ -37,20 +40,6 @@ _COUNTER_SCALARS = {
     "gateway.fallbacks": "gateway.fallbacks",
 }
 _RATES = ("server.generation_token_rate", "server.prompt_token_rate")
-
-
-@dataclass(frozen=True, slots=True)
-class Window:
-    """One window of every source merged: histograms and counters by metric."""
-
-    seconds: float
-    histograms: dict[str, HistogramWindow] = field(default_factory=dict)
-    counters: dict[str, dict[str, float]] = field(default_factory=dict)
-    missing: dict[str, str] = field(default_factory=dict)
-
-    def total(self, metric: str) -> float | None:
-        by = self.counters.get(metric)
-        return None if by is None else sum(by.values())
 
 
 @dataclass(frozen=True, slots=True)
@@ -69,20 +58,18 @@ class Collected:
 
 
 def _window(sources: list[dict[str, Any]], name: str) -> Window:
-    seconds = math.nan
-    out = Window(seconds)
-    for src in sources:
-        data = (src.get("windows") or {}).get(name)
-        if not data:
-            continue
-        seconds = float(data["end"]) - float(data["start"])
+    """One window of every source merged: the first source to have a metric gives it."""
+    spans = [w for w in ((s.get("windows") or {}).get(name) for s in sources) if w]
+    start, end = (float(spans[-1]["start"]), float(spans[-1]["end"])) if spans else (math.nan,) * 2
+    out = Window(start, end, None, None)
+    for data in spans:
         for metric, hist in data.get("histograms", {}).items():
             out.histograms.setdefault(metric, HistogramWindow.from_json(hist))
         for metric, by in data.get("counters", {}).items():
             out.counters.setdefault(metric, {k: float(v) for k, v in by.items()})
         for metric, why in data.get("missing", {}).items():
             out.missing.setdefault(metric, str(why))
-    return replace(out, seconds=seconds)
+    return out
 
 
 def load_collected(run_dir: Path, manifest: Manifest) -> Collected | None:
@@ -112,10 +99,11 @@ def load_collected(run_dir: Path, manifest: Manifest) -> Collected | None:
     for metric, why in measure.missing.items():
         missing.setdefault(metric, why)
 
-    series = _series(run_dir, manifest)
+    inside = _measured_samples(run_dir, manifest)
+    series = _series(inside)
     scalars: dict[str, float | None] = {}
     for metric, family in _COUNTER_SCALARS.items():
-        total = measure.total(family)
+        total = measure.counter_total(family)
         if total is None:
             continue
         scalars[metric] = total / measure.seconds if metric in _RATES else total
@@ -125,7 +113,7 @@ def load_collected(run_dir: Path, manifest: Manifest) -> Collected | None:
     gateway_errors = _gateway_error_share(measure)
     if gateway_errors is not None:
         scalars["gateway.error_rate"] = gateway_errors
-    energy = _energy(run_dir, manifest)
+    energy = _energy(inside)
     if energy is not None:
         scalars["gpu.energy"] = energy
     gpu = dict(doc.get("gpu") or {})
@@ -152,16 +140,22 @@ def load_collected(run_dir: Path, manifest: Manifest) -> Collected | None:
     )
 
 
-def _series(run_dir: Path, manifest: Manifest) -> dict[str, FloatArray]:
-    """Each series metric's values inside the measured window, pooled over its series."""
+def _measured_samples(run_dir: Path, manifest: Manifest) -> pa.Table | None:
+    """The run's time-series rows inside its measured window (None: none collected)."""
     table = read_samples(run_dir)
     tl = manifest.timeline
     if table.num_rows == 0 or tl is None:
-        return {}
+        return None
     lo = tl.wall_start + (tl.measure_start - tl.t_start)
     hi = tl.wall_start + (tl.measure_end - tl.t_start)
     wall = table["wall"]
-    inside = table.filter(pc.and_(pc.greater_equal(wall, lo), pc.less_equal(wall, hi)))
+    return table.filter(pc.and_(pc.greater_equal(wall, lo), pc.less_equal(wall, hi)))
+
+
+def _series(inside: pa.Table | None) -> dict[str, FloatArray]:
+    """Each series metric's values inside the measured window, pooled over its series."""
+    if inside is None:
+        return {}
     out: dict[str, FloatArray] = {}
     metrics = inside["metric"].to_numpy(zero_copy_only=False)
     values = inside["value"].to_numpy(zero_copy_only=False).astype(np.float64)
@@ -174,26 +168,17 @@ def _series(run_dir: Path, manifest: Manifest) -> dict[str, FloatArray]:
     return out
 
 
-def _energy(run_dir: Path, manifest: Manifest) -> float | None:
-    """Joules over the measured window, summed over GPUs: last minus first reading each."""
-    table = read_samples(run_dir)
-    tl = manifest.timeline
-    if table.num_rows == 0 or tl is None:
+def _energy(inside: pa.Table | None) -> float | None:
+    """Joules over the measured window, summed over GPUs (last minus first reading each)."""
+    if inside is None:
         return None
-    lo = tl.wall_start + (tl.measure_start - tl.t_start)
-    hi = tl.wall_start + (tl.measure_end - tl.t_start)
-    rows = table.filter(pc.equal(table["metric"], "gpu.energy")).to_pylist()
-    per: dict[tuple[str, str], list[tuple[float, float]]] = {}
-    for row in rows:
-        if lo <= row["wall"] <= hi:
-            per.setdefault((row["source"], row["series"]), []).append((row["wall"], row["value"]))
-    if not per:
-        return None
-    total = 0.0
-    for readings in per.values():
-        readings.sort()
-        total += readings[-1][1] - readings[0][1]
-    return total
+    rows = inside.filter(pc.equal(inside["metric"], "gpu.energy")).to_pylist()
+    points = [
+        Point(r["source"], r["metric"], f"{r['source']}:{r['series']}", r["wall"], r["value"])
+        for r in rows
+    ]
+    per_gpu = energy_joules(points)
+    return sum(per_gpu.values()) if per_gpu else None
 
 
 def _share(by: Mapping[str, float] | None, bad: Callable[[str], bool]) -> float | None:

@@ -17,7 +17,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from harness.analysis import PERCENTILE_METHOD
+from harness.analysis import PERCENTILE_METHOD, chunk_gaps, flat_chunks
 from harness.collected import Collected
 from harness.collectors.window import HistogramWindow
 from harness.quantity import format_quantity
@@ -45,17 +45,8 @@ def client_latencies(table: pa.Table) -> dict[str, np.ndarray]:
     sent = rows["t_sent"].to_numpy(zero_copy_only=False).astype(float)
     first = pc.fill_null(rows["t_first"], math.nan).to_numpy(zero_copy_only=False).astype(float)
     last = pc.fill_null(rows["t_last"], math.nan).to_numpy(zero_copy_only=False).astype(float)
-    chunks = rows["chunk_times"].combine_chunks() if rows.num_rows else None
-    gaps = np.empty(0)
-    if chunks is not None and len(chunks):
-        flat = pc.list_flatten(chunks).to_numpy(zero_copy_only=False).astype(float)
-        lengths = pc.list_value_length(chunks).to_numpy(zero_copy_only=False)
-        starts = np.cumsum(lengths) - lengths
-        diffs = np.diff(flat)
-        keep = np.ones(diffs.size, dtype=bool)
-        keep[(starts[lengths > 0] - 1)[starts[lengths > 0] > 0]] = False  # across requests
-        gaps = diffs[keep]
-    out = {"ttft": first - sent, "e2el": last - sent, "itl": gaps}
+    gaps, real, _ = chunk_gaps(*flat_chunks(rows))
+    out = {"ttft": first - sent, "e2el": last - sent, "itl": gaps[real]}
     return {k: v[np.isfinite(v)] for k, v in out.items()}
 
 
@@ -67,7 +58,7 @@ def crosscheck(table: pa.Table, collected: Collected) -> list[Check]:
         ("server.generation_tokens", "the engine's generation counter"),
         ("gateway.generation_tokens", "the gateway's output-token counter"),
     ):
-        server_tokens = collected.run.total(family)
+        server_tokens = collected.run.counter_total(family)
         if server_tokens is None:
             continue
         lengths = pc.cast(pc.list_value_length(table["chunk_times"]), pa.int64())

@@ -37,20 +37,21 @@ class EarlyJudge:
         self.confidence = per_look_confidence(policy.confidence, load)
         self.policy = policy.model_copy(update={"confidence": self.confidence})
         self.load = load
-        self.rows: list[dict[str, Any]] = []
+        self.records: list[RequestRecord] = []
         self.looks = 0
 
     def observe(self, record: RequestRecord) -> None:
+        """On the load's event loop for every record: keep it, nothing more."""
         if record.phase == "measure":
-            self.rows.append(record.to_row())
+            self.records.append(record)
 
     def __call__(self, measure_start: float) -> str | None:
         """A reason to stop now, or None to go on."""
         self.looks += 1
-        rows = self.rows[:]  # the load keeps appending while this look runs in a thread
-        if not rows:
+        records = self.records[:]  # the load keeps appending while this look runs in a thread
+        if not records:
             return None
-        table = pa.Table.from_pylist(rows, schema=RECORD_SCHEMA)
+        table = pa.Table.from_pylist([r.to_row() for r in records], schema=RECORD_SCHEMA)
         metrics = analyse(table, measure_start, time.monotonic(), self.policy.goodput)
         verdict = evaluate(self.policy, metrics)
         critical = [o for o in verdict.objectives if o.critical]

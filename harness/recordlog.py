@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import IO
+from typing import IO, Any
 
 import pandas as pd
 import pyarrow as pa
@@ -66,8 +66,12 @@ class RecordLog:
             self._file = None
 
 
-def _read_jsonl(path: Path) -> list[dict[str, object]]:
-    rows: list[dict[str, object]] = []
+def read_jsonl(path: Path) -> list[dict[str, Any]]:
+    """The objects of a JSON-lines file written while a run went ([] if there is none); a
+    line cut by a kill ends the read, since everything before it is whole."""
+    rows: list[dict[str, Any]] = []
+    if not path.exists():
+        return rows
     with path.open(encoding="utf-8") as fh:
         for line in fh:
             line = line.strip()
@@ -76,7 +80,7 @@ def _read_jsonl(path: Path) -> list[dict[str, object]]:
             try:
                 rows.append(json.loads(line))
             except ValueError:
-                break  # a line cut by a kill: everything before it is whole
+                break
     return rows
 
 
@@ -84,7 +88,7 @@ def consolidate(run_dir: Path) -> Path:
     """Write records.parquet from records.jsonl, then drop the JSON lines."""
     src = run_dir / JSONL_NAME
     dst = run_dir / PARQUET_NAME
-    rows = _read_jsonl(src) if src.exists() else []
+    rows = read_jsonl(src)
     table = pa.Table.from_pylist(rows, schema=RECORD_SCHEMA)
     tmp = dst.with_suffix(".parquet.tmp")
     pq.write_table(table, tmp)
@@ -101,7 +105,7 @@ def read_table(run_dir: Path) -> pa.Table:
         return pq.read_table(parquet, schema=RECORD_SCHEMA)
     jsonl = run_dir / JSONL_NAME
     if jsonl.exists():
-        return pa.Table.from_pylist(_read_jsonl(jsonl), schema=RECORD_SCHEMA)
+        return pa.Table.from_pylist(read_jsonl(jsonl), schema=RECORD_SCHEMA)
     raise ResultsError(f"{run_dir}: no {PARQUET_NAME} or {JSONL_NAME}: not a run folder?")
 
 

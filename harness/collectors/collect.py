@@ -29,6 +29,7 @@ from harness.collectors.series import JSONL_NAME, PARQUET_NAME, Point
 from harness.collectors.snapshot import Snapshot
 from harness.collectors.spec import CollectSpec, ServerSource
 from harness.collectors.window import series_points, window
+from harness.recordlog import read_jsonl
 from harness.results import Timeline
 
 SERVER_NAME = "server.json"
@@ -202,17 +203,9 @@ class Collection:
 
 def read_snapshots(run_dir: Path) -> dict[str, list[Snapshot]]:
     """Every server snapshot of a run, by source name, in time order."""
-    path = run_dir / SNAPSHOTS_NAME
     out: dict[str, list[Snapshot]] = defaultdict(list)
-    if not path.exists():
-        return out
-    with path.open(encoding="utf-8") as fh:
-        for line in fh:
-            try:
-                data = json.loads(line)
-            except ValueError:
-                break  # a line cut by a kill
-            out[str(data["source"])].append(Snapshot.from_json(data))
+    for data in read_jsonl(run_dir / SNAPSHOTS_NAME):
+        out[str(data["source"])].append(Snapshot.from_json(data))
     for snaps in out.values():
         snaps.sort(key=lambda s: s.wall)
     return out
@@ -332,15 +325,8 @@ def _write_samples(
     snaps: dict[str, list[Snapshot]],
 ) -> None:
     """samples.parquet: GPU points as sampled, server gauges and counter rates from snapshots."""
-    rows: list[dict[str, Any]] = []
     jsonl = run_dir / JSONL_NAME
-    if jsonl.exists():
-        with jsonl.open(encoding="utf-8") as fh:
-            for line in fh:
-                try:
-                    rows.append(json.loads(line))
-                except ValueError:
-                    break
+    rows = read_jsonl(jsonl)
     for entry in doc["sources"]:
         kind = entry.get("kind")
         if not kind:

@@ -2,9 +2,9 @@
 
 Each query returns what ``snapshot.snapshot_from_samples`` computes from a ``/metrics`` page
 (raw cumulative counters and bucket counts, combined across pods with sum or max), so
-deltas, rates and shares are computed the same way in both modes. The exact PromQL a person
-would type for the same numbers (``increase``, ``rate(x_bucket{le="T"}) / rate(x_count)``)
-is in ``equivalents`` for the reports. Golden files under tests/data/promql pin the text.
+deltas, rates and shares are computed the same way in both modes (the PromQL a person would
+write for alerts, ``rate(x_bucket{le="T"}) / rate(x_count)`` and the like, is in
+harness.alertrules). Golden files under tests/data/promql pin the text.
 """
 
 from __future__ import annotations
@@ -52,24 +52,3 @@ def family_query(fam: Family, selector: Mapping[str, str]) -> str:
     op = "max" if fam.combine == "max" else "sum"
     keep = ", ".join(("__name__", *fam.by))
     return f"{op} by ({keep}) ({vector})"
-
-
-def equivalents(fam: Family, selector: Mapping[str, str], window_s: int) -> dict[str, str]:
-    """The PromQL a person would write for the numbers reported on this family."""
-    sel = label_matchers(fam.selector_for(selector), fam.match)
-    name = fam.names[0]
-    w = f"[{window_s}s]"
-    bucket_sel = ",".join(x for x in (sel, 'le="T"') if x)
-    if fam.type == "histogram":
-        return {
-            "p99": f"histogram_quantile(0.99, sum by (le) (rate({name}_bucket{{{sel}}}{w})))",
-            "mean": f"sum(rate({name}_sum{{{sel}}}{w})) / sum(rate({name}_count{{{sel}}}{w}))",
-            "share_under_T": (
-                f"sum(rate({name}_bucket{{{bucket_sel}}}{w})) / sum(rate({name}_count{{{sel}}}{w}))"
-            ),
-        }
-    if fam.type == "counter":
-        by = f" by ({', '.join(fam.by)})" if fam.by else ""
-        return {"increase": f"sum{by} (increase({name}{{{sel}}}{w}))"}
-    op = "max" if fam.combine == "max" else "sum"
-    return {"series": f"{op}({name}{{{sel}}})" if fam.combine != "none" else f"{name}{{{sel}}}"}

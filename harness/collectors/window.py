@@ -72,13 +72,6 @@ class HistogramWindow:
         est = lo + (hi - lo) * (x - lo_bound) / (hi_bound - lo_bound)
         return est, lo, hi
 
-    def bucket_of(self, x: float) -> tuple[float, float]:
-        """The bucket (lower, upper] that holds the value x."""
-        idx = bisect.bisect_left(self.bounds, x)
-        lower = self.bounds[idx - 1] if idx > 0 else 0.0
-        upper = self.bounds[idx] if idx < len(self.bounds) else math.inf
-        return lower, upper
-
     def to_json(self) -> dict[str, Any]:
         return {
             "bounds": list(self.bounds),

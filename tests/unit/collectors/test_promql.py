@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from harness.collectors.families import FAMILIES, GPU_LABELS, Family, ServerKind
-from harness.collectors.promql import equivalents, family_query, label_matchers, quote
+from harness.collectors.promql import family_query, label_matchers, quote
 
 GOLDEN_DIR = Path(__file__).resolve().parents[2] / "data" / "promql"
 UPDATE = os.environ.get("UPDATE_GOLDEN") == "1"
@@ -143,32 +143,6 @@ def test_query_shapes() -> None:
     )
     gpu = family_query(by_metric["gpu.utilization"], sel)
     assert gpu.startswith(f"max by (__name__, {', '.join(GPU_LABELS)}) (")
-
-
-def test_equivalents() -> None:
-    by_metric = {f.metric: f for f in (*FAMILIES["vllm"], *FAMILIES["dcgm"])}
-    sel = {"namespace": "prod"}
-    hist = equivalents(by_metric["server.ttft"], sel, 300)
-    assert hist["p99"] == (
-        "histogram_quantile(0.99, sum by (le) "
-        '(rate(vllm:time_to_first_token_seconds_bucket{namespace="prod"}[300s])))'
-    )
-    assert hist["share_under_T"] == (
-        'sum(rate(vllm:time_to_first_token_seconds_bucket{namespace="prod",le="T"}[300s]))'
-        ' / sum(rate(vllm:time_to_first_token_seconds_count{namespace="prod"}[300s]))'
-    )
-    assert equivalents(by_metric["server.ttft"], {}, 60)["share_under_T"].startswith(
-        'sum(rate(vllm:time_to_first_token_seconds_bucket{le="T"}[60s]))'
-    )
-    assert equivalents(by_metric["server.requests"], sel, 60) == {
-        "increase": 'sum by (finished_reason) (increase(vllm:request_success_total{namespace="prod"}[60s]))'  # noqa: E501
-    }
-    assert equivalents(by_metric["server.kv_cache_usage"], {}, 60) == {
-        "series": "max(vllm:kv_cache_usage_perc{})"
-    }
-    assert equivalents(by_metric["gpu.power"], sel, 60) == {
-        "series": 'DCGM_FI_DEV_POWER_USAGE{namespace="prod"}'
-    }
 
 
 def test_quote_escapes_a_newline() -> None:

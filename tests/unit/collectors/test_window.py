@@ -171,7 +171,7 @@ def test_share_under_inverts_quantile(hist: HistogramWindow, q: float) -> None:
     assert math.isclose(share[0], q, rel_tol=1e-9, abs_tol=1e-9)
 
 
-# --- share_under and bucket_of -----------------------------------------------------------
+# --- share_under ------------------------------------------------------------------------
 
 
 @pytest.mark.parametrize(("x", "share"), [(0.1, 0.1), (0.5, 0.4), (1.0, 0.8)])
@@ -207,29 +207,6 @@ def test_share_under_brackets(hist: HistogramWindow, x: float) -> None:
     else:
         assert lower == (hist.cumulative[i - 1] / hist.count if i else 0.0)
         assert upper == (hist.cumulative[i] / hist.count if i < len(hist.bounds) else 1.0)
-
-
-@pytest.mark.parametrize(
-    ("x", "bucket"),
-    [
-        (0.01, (0.0, 0.1)),
-        (0.1, (0.0, 0.1)),  # a value on a bound is in the bucket that bound closes
-        (0.10001, (0.1, 0.5)),
-        (0.5, (0.1, 0.5)),
-        (1.0, (0.5, 1.0)),
-        (1.5, (1.0, INF)),
-    ],
-)
-def test_bucket_of(x: float, bucket: tuple[float, float]) -> None:
-    assert H.bucket_of(x) == bucket
-
-
-@given(hist=histogram_windows(), x=st.floats(min_value=1e-6, max_value=1e6))
-def test_bucket_of_holds_the_value(hist: HistogramWindow, x: float) -> None:
-    lower, upper = hist.bucket_of(x)
-    assert lower < x <= upper
-    assert lower in (0.0, *hist.bounds)
-    assert upper in (*hist.bounds, INF)
 
 
 def test_mean_and_json_round_trip() -> None:
