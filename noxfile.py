@@ -28,13 +28,13 @@ def types(session: nox.Session) -> None:
 
 @nox.session
 def tests(session: nox.Session) -> None:
-    """Unit, property, integration and the quick end-to-end tests (slow ones excluded)."""
-    session.run(PY, "-m", "pytest", "-m", "not slow", *session.posargs)
+    """Unit, property, integration and end-to-end tests (benchmarks are skipped)."""
+    session.run(PY, "-m", "pytest", *session.posargs)
 
 
 @nox.session
 def e2e(session: nox.Session) -> None:
-    """Every end-to-end test, slow ones included: the CLI against real servers."""
+    """Only the end-to-end tests: the CLI against real servers."""
     session.run(PY, "-m", "pytest", "-m", "e2e", *session.posargs)
 
 

@@ -1,4 +1,10 @@
-"""The `harness` command line (DESIGN.md fixes its commands and exit codes)."""
+"""The `harness` command line: it parses arguments and hands each command to its flow.
+
+Each command imports its own flow module (``harness.flows.*``, or ``harness.sim.command``)
+inside the command and nothing else of the harness, so `evaluate` and `slo rules` never load
+Locust, and gevent patches the standard library only in the flows that drive load
+(docs/architecture.md).
+"""
 
 from __future__ import annotations
 
@@ -13,6 +19,11 @@ from harness import __version__
 from harness.errors import ExitCode, HarnessError, RunInterrupted
 
 _err = Console(stderr=True, highlight=False)
+
+
+def _announce(line: str) -> None:
+    """A progress line for the user, on stderr so stdout stays the result."""
+    _err.print(line, soft_wrap=True)
 
 
 def _out() -> Console:
@@ -41,7 +52,7 @@ def cli() -> None:
     """Performance testing and SLO verification for LLM serving."""
 
 
-@cli.command()
+@cli.command("run")
 @click.argument("scenario", type=click.Path(path_type=Path, dir_okay=False))
 @click.option("--target", "target_url", help="OpenAI base URL, e.g. http://host:8000/v1")
 @click.option("--model", help="model name to request (default: scenario, else first listed)")
@@ -77,7 +88,7 @@ def cli() -> None:
     metavar="HOST:PORT",
     help="wait here for --workers remote `harness worker`s instead of starting local ones",
 )
-def run(
+def run_command(
     scenario: Path,
     target_url: str | None,
     model: str | None,
@@ -88,11 +99,9 @@ def run(
     master_bind: str | None,
 ) -> None:
     """Drive load, judge the run against the policy, write results/<run-id>/."""
-    from harness.judge import exit_code
-    from harness.pipeline import RunRequest, execute
-    from harness.report.table import print_verdict
+    from harness.flows import run as flow
 
-    req = RunRequest(
+    req = flow.RunRequest(
         scenario_file=scenario,
         overrides=overrides,
         target_url=target_url,
@@ -102,14 +111,10 @@ def run(
         workers=workers,
         master_bind=master_bind,
     )
-    result = execute(req, announce=lambda line: _err.print(line, soft_wrap=True))
-    console = _out()
-    print_verdict(result.verdict, console)
-    console.print(f"results: {result.run_dir}", soft_wrap=True)
-    sys.exit(int(exit_code(result.verdict.decision)))
+    sys.exit(int(flow.run_and_report(req, _out(), _announce)))
 
 
-@cli.command()
+@cli.command("evaluate")
 @click.argument("run_dir", type=click.Path(path_type=Path, file_okay=False))
 @click.option(
     "--policy",
@@ -123,36 +128,15 @@ def run(
     type=click.Path(path_type=Path, file_okay=False),
     help="also compare with this baseline run (writes comparison.json and comparison.md)",
 )
-def evaluate(run_dir: Path, policy_file: Path | None, baseline_dir: Path | None) -> None:
+def evaluate_command(run_dir: Path, policy_file: Path | None, baseline_dir: Path | None) -> None:
     """Re-judge a stored run (rewrites verdict.json, summary.md, junit.xml), alone or as a
     canary against a baseline run: then ROLLBACK exits 1 and HOLD 3."""
-    from harness.config import validate
-    from harness.judge import exit_code
-    from harness.pipeline import judge_run
-    from harness.policy import Policy, load_policy
-    from harness.report.table import print_verdict
-    from harness.results import MANIFEST_NAME, read_manifest
+    from harness.flows import evaluate as flow
 
-    if policy_file is not None:
-        policy = load_policy(policy_file)
-    else:
-        manifest = read_manifest(run_dir)
-        policy = validate(Policy, manifest.policy, str(run_dir / MANIFEST_NAME) + " (policy)")
-    verdict = judge_run(run_dir, policy)
-    console = _out()
-    print_verdict(verdict, console)
-    code = exit_code(verdict.decision)
-    if baseline_dir is not None:
-        from harness.baseline import combined_exit, compare_runs
-        from harness.report.comparison import print_comparison
-
-        comparison = compare_runs(run_dir, baseline_dir, policy)
-        print_comparison(comparison, console)
-        code = combined_exit(code, comparison.decision)
-    sys.exit(int(code))
+    sys.exit(int(flow.evaluate_and_report(run_dir, policy_file, baseline_dir, _out())))
 
 
-@cli.command()
+@cli.command("ui")
 @click.argument("scenario", type=click.Path(path_type=Path, dir_okay=False))
 @click.option("--target", "target_url", help="OpenAI base URL, e.g. http://host:8000/v1")
 @click.option("--model", help="model name to request (default: scenario, else first listed)")
@@ -162,7 +146,7 @@ def evaluate(run_dir: Path, policy_file: Path | None, baseline_dir: Path | None)
               help="override a scenario key")  # fmt: skip
 @click.option("--host", default="127.0.0.1", show_default=True, help="address of the web UI")
 @click.option("--port", type=int, default=8089, show_default=True, help="port of the web UI")
-def ui(
+def ui_command(
     scenario: Path,
     target_url: str | None,
     model: str | None,
@@ -174,32 +158,29 @@ def ui(
     """Locust's web UI on the scenario's target and workload (load set by hand).
 
     Every request is recorded raw in a run folder; judge it with `harness evaluate`."""
-    from harness.pipeline import RunRequest, explore
+    from harness.flows import ui as flow
 
-    req = RunRequest(scenario_file=scenario, overrides=overrides, target_url=target_url,
-                     model=model, out=out)  # fmt: skip
-    run_dir, count = explore(req, host, port, lambda line: _err.print(line, soft_wrap=True))
+    req = flow.RunRequest(scenario_file=scenario, overrides=overrides, target_url=target_url,
+                          model=model, out=out)  # fmt: skip
+    run_dir, count = flow.explore(req, host, port, _announce)
     _err.print(f"{count} records in {run_dir}; judge them with: harness evaluate {run_dir}")
 
 
-@cli.command()
+@cli.command("worker")
 @click.option("--master", required=True, metavar="HOST:PORT", help="the master to join")
-def worker(master: str) -> None:
+def worker_command(master: str) -> None:
     """Join a `harness run --workers N --master-bind HOST:PORT` master and send its load."""
-    from harness.pipeline import host_port
+    from harness.flows import worker as flow
 
-    host, port = host_port(master)
-    from harness.distributed import run_worker  # imports locust (gevent patches) only here
-
-    run_worker(host, port)
+    flow.join_master(master)
 
 
-@cli.group()
-def slo() -> None:
+@cli.group("slo")
+def slo_group() -> None:
     """SLO policy tools."""
 
 
-@slo.command("rules")
+@slo_group.command("rules")
 @click.argument("policy_file", metavar="POLICY", type=click.Path(path_type=Path, dir_okay=False))
 @click.option("--out", type=click.Path(path_type=Path, dir_okay=False),
               help="write the rule file here (default: stdout)")  # fmt: skip
@@ -207,25 +188,17 @@ def slo() -> None:
               help="label matcher for every series; KEY=~REGEX for a regex")  # fmt: skip
 @click.option("--window", default="5m", show_default=True, help="range of rates and stats")
 @click.option("--for", "for_", default="5m", show_default=True, help="how long a breach lasts")
-def slo_rules(
+def slo_rules_command(
     policy_file: Path, out: Path | None, selectors: tuple[str, ...], window: str, for_: str
 ) -> None:
     """Prometheus alerting rules for the policy's alert tiers, over vLLM's metrics."""
-    from harness.alertrules import parse_selector, render, rules_for, skipped_objectives
-    from harness.errors import UsageError
-    from harness.policy import load_policy
+    from harness.flows import rules as flow
 
-    policy = load_policy(policy_file)
-    selector = parse_selector(selectors)
-    doc = rules_for(policy, selector=selector, window=window, for_=for_)
-    text = render(doc, skipped_objectives(policy))
+    text = flow.rules_text(policy_file, selectors, window, for_)
     if out is None:
         click.echo(text, nl=False)
     else:
-        try:
-            out.write_text(text, encoding="utf-8")
-        except OSError as exc:
-            raise UsageError(f"--out {out}: {exc.strerror or exc}") from None
+        flow.write_rules(out, text)
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -1,4 +1,4 @@
-"""Exit codes and the errors that map onto them (DESIGN.md, "Exit codes")."""
+"""Exit codes and the errors that map onto them (docs/architecture.md, "Exit codes")."""
 
 from __future__ import annotations
 

@@ -1,6 +1,13 @@
-"""Shared fixtures. `tests/` is on sys.path (pyproject `pythonpath`), so `support.*` imports."""
+"""Shared fixtures. `tests/` is on sys.path (pyproject `pythonpath`), so `support.*` imports.
 
+The test process imports the load stage first, as the flows that drive load do: gevent patches
+the standard library before any test module imports ssl or aiohttp.
+"""
+
+# ruff: noqa: I001
 from __future__ import annotations
+
+import harness.load  # noqa: F401
 
 import os
 import shutil

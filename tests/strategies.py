@@ -16,11 +16,12 @@ from typing import Any, get_args
 import numpy as np
 from hypothesis import strategies as st
 
-from harness.analysis import DISTRIBUTION_METRICS, FloatArray, RunMetrics
 from harness.collectors.window import HistogramWindow
-from harness.metrics import DISTRIBUTION_STATS, METRICS
-from harness.policy import Objective, Policy
-from harness.records import ErrorClass, Phase, RequestRecord
+from harness.judge.analysis import DISTRIBUTION_METRICS, RunMetrics
+from harness.judge.confidence import FloatArray
+from harness.records.record import ErrorClass, Phase, RequestRecord
+from harness.spec.metrics import DISTRIBUTION_STATS, METRICS
+from harness.spec.policy import Objective, Policy
 
 PHASES: tuple[Phase, ...] = get_args(Phase)
 
@@ -188,7 +189,7 @@ def policies(draw: st.DrawFn) -> Policy:
     return Policy.model_validate({"name": "generated", "objectives": renamed})
 
 
-# --- OpenAI streaming lines (harness/sse.py) ------------------------------------------
+# --- OpenAI streaming lines (harness/load/sse.py) ------------------------------------------
 
 _texts = st.text(max_size=6) | st.sampled_from(["", " tok", "é", '"', "\\", "\n", "\x00", "😀"])
 _numbers = st.integers(min_value=-(10**12), max_value=10**12) | st.floats(allow_nan=False)

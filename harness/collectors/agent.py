@@ -17,6 +17,7 @@ import time
 from pathlib import Path
 from typing import IO, Any
 
+from harness.collectors.nvml import NvmlSampler
 from harness.collectors.scrape import Scraper
 from harness.collectors.series import SampleLog
 
@@ -50,8 +51,6 @@ class Agent:
         self.nvml: Any = None
         self.gpu_info: dict[str, Any] = {"available": False, "reason": "GPU sampling off"}
         if self.gpu_mode != "off":
-            from harness.collectors.nvml import NvmlSampler
-
             self.nvml = NvmlSampler(
                 interval_s=self.interval, devices=plan.get("gpu_devices"), sink=self.samples.write
             )
@@ -116,7 +115,7 @@ class Agent:
         }
 
 
-def main(stdin: IO[str] = sys.stdin, stdout: IO[str] = sys.stdout) -> int:
+def run_agent(stdin: IO[str] = sys.stdin, stdout: IO[str] = sys.stdout) -> int:
     plan = json.loads(stdin.readline())
     agent = Agent(plan)
     agent.start()
@@ -133,4 +132,4 @@ def main(stdin: IO[str] = sys.stdin, stdout: IO[str] = sys.stdout) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(run_agent())

@@ -1,6 +1,6 @@
 """Reading the servers' metrics from Prometheus after the run.
 
-Pure apart from ``query``: the HTTP call is injected (STYLE.md, 5), so tests can drive the
+Pure apart from ``query``: the HTTP call is injected, so tests can drive the
 reader with canned answers and production uses ``prometheus-api-client``. Every failure
 (unreachable, slow, an error answer, NaN, no series) becomes a reason, never an exception
 and never a zero: the objectives that need the data are then INCONCLUSIVE.

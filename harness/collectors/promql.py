@@ -4,7 +4,7 @@ Each query returns what ``snapshot.snapshot_from_samples`` computes from a ``/me
 (raw cumulative counters and bucket counts, combined across pods with sum or max), so
 deltas, rates and shares are computed the same way in both modes (the PromQL a person would
 write for alerts, ``rate(x_bucket{le="T"}) / rate(x_count)`` and the like, is in
-harness.alertrules). Golden files under tests/data/promql pin the text.
+harness.report.alertrules). Golden files under tests/data/promql pin the text.
 """
 
 from __future__ import annotations

@@ -13,8 +13,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, Any
 
-JSONL_NAME = "samples.jsonl"
-PARQUET_NAME = "samples.parquet"
+SAMPLES_JSONL = "samples.jsonl"
+SAMPLES_PARQUET = "samples.parquet"
 COLUMNS = ("source", "metric", "series", "wall", "value")
 
 
@@ -47,7 +47,7 @@ class SampleLog:
     """Append-only JSON-lines writer shared by collector threads; flushed per batch."""
 
     def __init__(self, run_dir: Path) -> None:
-        self.path = run_dir / JSONL_NAME
+        self.path = run_dir / SAMPLES_JSONL
         self._lock = threading.Lock()
         self._file: IO[str] | None = self.path.open("a", encoding="utf-8")
         self.count = 0

@@ -1,1 +1,2 @@
-"""Human and CI renderings of a verdict: terminal table, summary.md, junit.xml, verdict.json."""
+"""Renderings of verdicts and comparisons: terminal table, summary.md, junit.xml,
+comparison.md, and the Prometheus alerting rules written from a policy."""

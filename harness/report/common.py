@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-from harness.quantity import format_quantity
-from harness.verdict import LatencyStats, ObjectiveResult, RunSummary
+from harness.judge.verdict import LatencyStats, ObjectiveResult, RunSummary
+from harness.spec.quantity import format_quantity
 
 
 def stat_label(result: ObjectiveResult) -> str:

@@ -15,16 +15,16 @@ from rich.console import Console, Group, RenderableType
 from rich.table import Table
 from rich.text import Text
 
-from harness.compare import CanaryDecision, Classification, Comparison, MetricComparison
-from harness.quantity import format_quantity
+from harness.canary.compare import CanaryDecision, Comparison, MetricComparison, ShiftClass
 from harness.report.files import write_atomic
 from harness.report.markdown import cell
+from harness.spec.quantity import format_quantity
 
 COMPARISON_JSON = "comparison.json"
 COMPARISON_MD = "comparison.md"
 
 #: The terminal's columns (the Markdown adds ``allowed`` and ``p``): 120 columns of a CI log.
-COLUMNS = (
+_COLUMNS = (
     "metric",
     "n",
     "canary",
@@ -34,8 +34,8 @@ COLUMNS = (
     "p99 diff [interval]",
     "class",
 )
-MARKDOWN_COLUMNS = (*COLUMNS[:6], "allowed", COLUMNS[6], "p", COLUMNS[7])
-DECISION_STYLE = {
+MARKDOWN_COLUMNS = (*_COLUMNS[:6], "allowed", _COLUMNS[6], "p", _COLUMNS[7])
+_DECISION_STYLE = {
     CanaryDecision.PROMOTE: "bold green",
     CanaryDecision.HOLD: "bold magenta",
     CanaryDecision.ROLLBACK: "bold red",
@@ -61,7 +61,7 @@ def comparison_renderable(comparison: Comparison) -> RenderableType:
     if c.labels:
         title += f": {c.labels.get('canary', '?')} vs {c.labels.get('baseline', '?')}"
     table = Table(title=title, title_justify="left", expand=False, box=box.SIMPLE, pad_edge=False)
-    for name in COLUMNS:
+    for name in _COLUMNS:
         # Text headers: "[interval]" is not markup. Only the metric name may wrap.
         left = name in ("metric", "class")
         table.add_column(
@@ -71,20 +71,20 @@ def comparison_renderable(comparison: Comparison) -> RenderableType:
             justify="left" if left else "right",
         )
     for metric, row in zip(c.metrics, comparison_rows(c), strict=True):
-        cells = [Text(row[name]) for name in COLUMNS]
+        cells = [Text(row[name]) for name in _COLUMNS]
         cells[0].stylize("dim", len(metric.metric))  # " (advisory)"
         cells[-1].stylize(_class_style(metric))
         table.add_row(*cells)
     lines: list[Text] = []
     for m in c.metrics:
-        if m.classification is not Classification.PASS:
+        if m.classification is not ShiftClass.PASS:
             note = Text(f"{m.metric}: ", style="bold")
             note.append(m.reason)
             lines.append(note)
     lines += [Text(f"note: {n}", style="yellow") for n in c.notes]
     lines += [Text(f"warning: {w}", style="yellow") for w in c.warnings]
     decision = Text("canary decision: ")
-    decision.append(c.decision.value, style=DECISION_STYLE[c.decision])
+    decision.append(c.decision.value, style=_DECISION_STYLE[c.decision])
     decision.append(f" ({c.reason})")
     return Group(table, *lines, decision)
 
@@ -182,6 +182,6 @@ def _row(m: MetricComparison) -> dict[str, str]:
 def _class_style(m: MetricComparison) -> str:
     if m.worse:
         return "bold red"
-    if m.classification is Classification.NODATA:
+    if m.classification is ShiftClass.NODATA:
         return "bold magenta"
     return "bold green"

@@ -5,9 +5,9 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
+from harness.judge.verdict import Verdict
 from harness.report.junit import render_junit
 from harness.report.markdown import render_markdown
-from harness.verdict import Verdict
 
 VERDICT_FILE = "verdict.json"
 SUMMARY_FILE = "summary.md"

@@ -10,8 +10,8 @@ from __future__ import annotations
 
 import xml.etree.ElementTree as ET
 
+from harness.judge.verdict import Classification, ObjectiveResult, Verdict
 from harness.report.common import alert_text, estimate_text, stat_label, target_text
-from harness.verdict import Classification, ObjectiveResult, Verdict
 
 
 def render_junit(verdict: Verdict) -> str:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from harness.quantity import format_quantity
+from harness.judge.verdict import Classification, Decision, LatencyStats, Verdict
 from harness.report.common import (
     alert_text,
     error_share,
@@ -12,7 +12,7 @@ from harness.report.common import (
     stat_label,
     target_text,
 )
-from harness.verdict import Classification, Decision, LatencyStats, Verdict
+from harness.spec.quantity import format_quantity
 
 _DECISION_MARK = {
     Decision.PASS: "✅",

@@ -7,14 +7,14 @@ from rich.console import Console, Group, RenderableType
 from rich.table import Table
 from rich.text import Text
 
-from harness.quantity import format_quantity
+from harness.judge.verdict import Classification, Decision, Verdict
 from harness.report.common import (
     alert_text,
     stat_label,
     summary_line,
     target_text,
 )
-from harness.verdict import Classification, Decision, Verdict
+from harness.spec.quantity import format_quantity
 
 CLASSIFICATION_STYLE = {
     Classification.PASS: "bold green",

@@ -2,7 +2,7 @@
 
 The harness reads a real vLLM and the simulator with the same queries, so the names,
 labels (``model_name``, ``engine``) and histogram buckets follow vLLM v1 exactly
-(see metrics-reference.md). Values are what the simulated engine did, timed on the
+(docs/collectors.md lists them). Values are what the simulated engine did, timed on the
 server's monotonic clock. One extra family, ``harness_sim_step_lag_seconds``, says
 how late engine steps start, i.e. whether the simulator itself kept up.
 """

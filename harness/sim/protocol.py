@@ -16,7 +16,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from harness.sim.text import WORDS, WORDS_JSON, chat_prompt_tokens, completion_prompt_tokens
 
-Kind = Literal["chat", "completion"]
+ApiKind = Literal["chat", "completion"]
 
 _HOLE = "\x00"
 _HOLE_JSON = json.dumps(_HOLE)
@@ -85,7 +85,7 @@ class BadRequestError(ValueError):
     """A request the server answers with 400."""
 
 
-def parse_request(kind: Kind, body: bytes) -> ChatRequest | CompletionRequest:
+def parse_request(kind: ApiKind, body: bytes) -> ChatRequest | CompletionRequest:
     """The typed request, or BadRequestError with a message fit for the client."""
     model = ChatRequest if kind == "chat" else CompletionRequest
     try:
@@ -124,13 +124,13 @@ def output_text(words: list[int], stopped: bool) -> str:
 class Reply:
     """Identity and framing of one response: id, kind, created time, model."""
 
-    kind: Kind
+    kind: ApiKind
     model: str
     request_id: str
     created: int
 
     @classmethod
-    def new(cls, kind: Kind, model: str) -> Reply:
+    def new(cls, kind: ApiKind, model: str) -> Reply:
         prefix = "chatcmpl-" if kind == "chat" else "cmpl-"
         return cls(kind, model, prefix + uuid.uuid4().hex, int(time.time()))
 

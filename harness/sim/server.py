@@ -18,10 +18,10 @@ from harness.sim.engine import Engine
 from harness.sim.faults import FaultInjector, FaultPlan
 from harness.sim.metrics import SimMetrics
 from harness.sim.protocol import (
+    ApiKind,
     BadRequestError,
     ChatRequest,
     CompletionRequest,
-    Kind,
     Reply,
     error_body,
     output_text,
@@ -144,7 +144,7 @@ async def _completions(request: web.Request) -> web.StreamResponse:
     return await _generate(request, "completion")
 
 
-async def _generate(request: web.Request, kind: Kind) -> web.StreamResponse:
+async def _generate(request: web.Request, kind: ApiKind) -> web.StreamResponse:
     """Validate like vLLM, apply the request's faults, then run it on the engine."""
     state = request.app[STATE]
     s = state.settings

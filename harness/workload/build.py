@@ -6,10 +6,10 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from harness.spec.workload import WorkloadSpec
 from harness.workload.base import Workload
 from harness.workload.datasets import Origin, load_jsonl, load_sharegpt
 from harness.workload.generated import MultiTurn, SharedPrefix, Synthetic
-from harness.workload.spec import WorkloadSpec
 
 _BUILDERS: dict[str, Callable[[Any, Origin], Workload]] = {
     "synthetic": lambda spec, _: Synthetic(spec),

@@ -13,8 +13,8 @@ from pathlib import Path
 from typing import Any
 
 from harness.errors import ConfigError
+from harness.spec.workload import Count, JsonlWorkload, ShareGPTWorkload
 from harness.workload.base import RequestSpec, SingleRequest, aux_rng, session_rng
-from harness.workload.spec import Count, JsonlWorkload, ShareGPTWorkload
 from harness.workload.text import word_count
 
 _SHUFFLE = 10  # aux_rng purpose

@@ -7,14 +7,15 @@ import functools
 import numpy as np
 import numpy.typing as npt
 
-from harness.workload.base import Messages, RequestSpec, SingleRequest, aux_rng, session_rng
-from harness.workload.spec import (
+from harness.spec.vocabulary import VOCABULARY
+from harness.spec.workload import (
     MultiTurnWorkload,
     SharedPrefixWorkload,
     SyntheticWorkload,
     prefix_words_needed,
 )
-from harness.workload.text import VOCABULARY, random_words, word_count
+from harness.workload.base import Messages, RequestSpec, SingleRequest, aux_rng, session_rng
+from harness.workload.text import random_words, word_count
 
 _GROUP_ORDER, _PREFIX_TEXT, _PREFIX_HEAD = 1, 2, 3  # aux_rng purposes
 

@@ -22,8 +22,8 @@ sys.path.insert(0, str(ROOT / "tests"))
 
 from support.cli import only_run_dir, run_cli  # noqa: E402
 
-from harness.recordlog import read_frame  # noqa: E402
-from harness.target import simulator  # noqa: E402
+from harness.load.target import simulator  # noqa: E402
+from harness.records.log import read_frame  # noqa: E402
 
 ARRIVALS = 1000
 

@@ -23,9 +23,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from support.synthetic import records
 
-from harness.analysis import analyse
-from harness.judge import evaluate
-from harness.policy import Policy
+from harness.judge.analysis import analyse
+from harness.judge.classify import evaluate
+from harness.spec.policy import Policy
 
 CHUNKS = 8
 POLICY = Policy.model_validate(

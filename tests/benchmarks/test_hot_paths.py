@@ -16,10 +16,10 @@ from prometheus_client.parser import text_string_to_metric_families
 from pytest_benchmark.fixture import BenchmarkFixture
 from support.synthetic import records
 
-from harness.analysis import analyse
 from harness.collectors.families import FAMILIES, ServerKind
 from harness.collectors.snapshot import parse_exposition, snapshot_from_samples
-from harness.sse import StreamState
+from harness.judge.analysis import analyse
+from harness.load.sse import StreamState
 
 CHUNK = (
     b'data: {"id":"chatcmpl-1","object":"chat.completion.chunk","created":1,"model":"m",'

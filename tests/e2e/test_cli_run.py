@@ -13,8 +13,8 @@ import numpy as np
 import pytest
 from support.cli import HARNESS, ROOT, only_run_dir, read_json, run_cli
 
-from harness.recordlog import read_frame
-from harness.target import simulator
+from harness.load.target import simulator
+from harness.records.log import read_frame
 
 pytestmark = pytest.mark.e2e
 

@@ -9,7 +9,7 @@ from typing import Any
 import pytest
 from support.cli import only_run_dir, read_json, run_cli
 
-from harness.recordlog import read_frame
+from harness.records.log import read_frame
 
 pytestmark = pytest.mark.e2e
 

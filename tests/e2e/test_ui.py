@@ -15,7 +15,7 @@ from typing import Any
 import pytest
 from support.cli import HARNESS, ROOT, only_run_dir, run_cli
 
-from harness.recordlog import read_frame
+from harness.records.log import read_frame
 
 BASE = "tests/data/scenarios/base.yaml"
 

@@ -17,8 +17,8 @@ import pytest
 import yaml
 from support.cli import run_cli
 
-from harness.alertrules import render, rules_for, skipped_objectives
-from harness.policy import Policy, load_policy
+from harness.report.alertrules import render_rules, rules_for, skipped_objectives
+from harness.spec.policy import Policy, load_policy
 
 pytestmark = pytest.mark.integration
 
@@ -78,7 +78,7 @@ def test_runbook_rules_pass_promtool_check_and_unit_tests(
     assert done.returncode == 0, done.stderr
     policy = load_policy(ROOT / "slo/runbook.yaml")
     doc = rules_for(policy, selector={"model_name": MODEL})
-    assert rules_file.read_text(encoding="utf-8") == render(doc, skipped_objectives(policy))
+    assert rules_file.read_text(encoding="utf-8") == render_rules(doc, skipped_objectives(policy))
 
     checked = promtool("check", "rules", str(rules_file))
     assert checked.returncode == 0, checked.stdout + checked.stderr
@@ -172,7 +172,7 @@ def test_every_expression_shape_loads_in_promtool(prometheus_bin: str, tmp_path:
     for policy, count in ((load_policy(ROOT / "slo/serving-health.yaml"), 8), (extra, 6)):
         path = tmp_path / f"{policy.name}.yaml"
         doc = rules_for(policy, selector=selector, window="2m", for_="1m")
-        path.write_text(render(doc, skipped_objectives(policy)), encoding="utf-8")
+        path.write_text(render_rules(doc, skipped_objectives(policy)), encoding="utf-8")
         checked = promtool("check", "rules", str(path))
         assert checked.returncode == 0, checked.stdout + checked.stderr
         assert f"SUCCESS: {count} rules found" in checked.stdout

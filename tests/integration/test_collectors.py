@@ -17,9 +17,9 @@ from support.http_stub import serving
 from support.litellm_proxy import litellm_proxy
 from support.prometheus import ScrapeTarget, prometheus_server
 
-from harness.collectors.collect import read_samples
-from harness.recordlog import read_frame
-from harness.target import simulator
+from harness.collectors.stored import read_samples
+from harness.load.target import simulator
+from harness.records.log import read_frame
 
 pytestmark = pytest.mark.integration
 

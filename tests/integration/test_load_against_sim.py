@@ -11,8 +11,8 @@ from typing import Any
 import pytest
 from support.cli import only_run_dir, read_json, run_cli
 
-from harness.recordlog import read_frame
-from harness.target import simulator
+from harness.load.target import simulator
+from harness.records.log import read_frame
 
 pytestmark = pytest.mark.integration
 

@@ -20,7 +20,7 @@ from prometheus_api_client import PrometheusConnect
 from support.litellm_proxy import litellm_proxy
 from support.prometheus import ScrapeTarget, prometheus_server, tsdb_from_openmetrics
 
-from harness.target import simulator
+from harness.load.target import simulator
 
 pytestmark = pytest.mark.integration
 

@@ -11,7 +11,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from scipy import stats
 
-from harness.confidence import (
+from harness.judge.confidence import (
     mean_interval,
     order_ranks,
     percentile_with_interval,
@@ -100,6 +100,12 @@ def test_zero_errors_below_a_tenth_of_a_percent_takes_about_3000_requests() -> N
     n = requests_for_share(0.0005, 0.001, 0.95)
     assert n is not None
     assert share_interval(round(0.0005 * n), n, 0.95)[1] < 0.001
+
+
+def test_zero_errors_against_a_vanishing_bound_needs_more_than_any_run() -> None:
+    # 1 - 1e-296 rounds to 1: the count must come from log1p, not divide by log(1) = 0.
+    assert requests_for_share(0.0, 2e-296, 0.95) is None
+    assert requests_for_share(0.0, 1e-12, 0.95, limit=10**13) == 2_995_732_273_553  # ln 20 / 1e-12
 
 
 def test_samples_for_a_percentile_shrink_as_the_estimate_leaves_the_bound() -> None:

@@ -10,8 +10,8 @@ from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
 from harness.errors import ConfigError
-from harness.policy import load_policy
-from harness.scenario import load_scenario
+from harness.spec.policy import load_policy
+from harness.spec.scenario import load_scenario
 
 scalars = st.one_of(
     st.none(), st.booleans(), st.integers(-10**6, 10**6), st.floats(allow_nan=True),

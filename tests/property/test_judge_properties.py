@@ -13,11 +13,11 @@ from hypothesis import assume, given, settings
 from hypothesis import strategies as st
 from strategies import objectives, policies, record_lists, run_metrics
 
-from harness.analysis import DISTRIBUTION_METRICS, RunMetrics, analyse
-from harness.judge import classify, decide, estimate, evaluate, judge_objective
-from harness.policy import Band, Objective, Policy
-from harness.records import RequestRecord
-from harness.verdict import Classification, Decision, ObjectiveResult
+from harness.judge.analysis import DISTRIBUTION_METRICS, RunMetrics, analyse
+from harness.judge.classify import classify, decide, estimate, evaluate, judge_objective
+from harness.judge.verdict import Classification, Decision, ObjectiveResult
+from harness.records.record import RequestRecord
+from harness.spec.policy import Band, Objective, Policy
 
 C = Classification
 # how good a conclusive classification is; INCONCLUSIVE is not on this scale

@@ -1,4 +1,4 @@
-"""The vectorised metrics equal a plain per-record reference written from DESIGN.md."""
+"""The vectorised metrics equal a plain per-record reference written from docs/measurement.md."""
 
 from __future__ import annotations
 
@@ -14,9 +14,10 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from strategies import goodput_slos, record_lists
+from support.synthetic import read_analysis_columns
 
-from harness.analysis import DISTRIBUTION_METRICS, RunMetrics, analyse, read_records
-from harness.records import RequestRecord
+from harness.judge.analysis import DISTRIBUTION_METRICS, RunMetrics, analyse
+from harness.records.record import RequestRecord
 
 
 @dataclass
@@ -134,7 +135,7 @@ def test_parquet_round_trip_equals_reference(
     path = tmp_path_factory.mktemp("records") / "records.parquet"
     pq.write_table(pa.Table.from_pylist([r.to_row() for r in records]), path)
     ref = reference(records, slo)
-    assert_matches(analyse(read_records(path), 0.0, 30.0, slo), ref, 0.0, 30.0)
+    assert_matches(analyse(read_analysis_columns(path), 0.0, 30.0, slo), ref, 0.0, 30.0)
     # pandas reads list columns back as numpy arrays and nulls as NaN/None
     assert_matches(analyse(pd.read_parquet(path), 0.0, 30.0, slo), ref, 0.0, 30.0)
 

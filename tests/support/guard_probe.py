@@ -14,7 +14,7 @@ import time
 import gevent
 import psutil  # type: ignore[import-untyped]
 
-from harness.guard import LoadGuard
+from harness.load.guard import LoadGuard
 
 
 def hog(busy_s: float) -> None:

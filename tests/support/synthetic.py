@@ -1,13 +1,17 @@
-"""Synthetic runs for the benchmarks: n streamed requests as an Arrow table of records."""
+"""Synthetic runs for the benchmarks (n streamed requests as an Arrow table of records), and a
+reader of a records Parquet file with only the columns analysis needs."""
 
 from __future__ import annotations
+
+from pathlib import Path
 
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
+import pyarrow.parquet as pq
 
-from harness.analysis import RECORD_COLUMNS
-from harness.recordlog import RECORD_SCHEMA
+from harness.judge.analysis import OPTIONAL_COLUMNS, RECORD_COLUMNS
+from harness.records.log import RECORD_SCHEMA
 
 #: The record columns the generated tables hold: what analysis reads, plus identity.
 COLUMNS = {*RECORD_COLUMNS, "request_id", "worker", "wall_sent", "status", "error_detail"}
@@ -45,3 +49,10 @@ def records(n: int, chunks: int, seconds: float = 600.0, error_share: float = 0.
         },
         schema=pa.schema([f for f in RECORD_SCHEMA if f.name in COLUMNS]),
     )
+
+
+def read_analysis_columns(path: Path) -> pa.Table:
+    """A records Parquet file (or a folder of parts), only the columns analysis needs."""
+    present = set(pq.read_schema(path).names) if path.is_file() else set(OPTIONAL_COLUMNS)
+    optional = [c for c in OPTIONAL_COLUMNS if c in present]
+    return pq.read_table(path, columns=[*RECORD_COLUMNS, *optional])

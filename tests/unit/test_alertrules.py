@@ -8,15 +8,15 @@ from typing import Any
 import pytest
 import yaml
 
-from harness.alertrules import (
+from harness.errors import UsageError
+from harness.report.alertrules import (
     Skipped,
     parse_selector,
-    render,
+    render_rules,
     rules_for,
     skipped_objectives,
 )
-from harness.errors import UsageError
-from harness.policy import Policy, load_policy
+from harness.spec.policy import Policy, load_policy
 
 ROOT = Path(__file__).resolve().parents[2]
 E2E = "vllm:e2e_request_latency_seconds"
@@ -97,7 +97,7 @@ def test_serving_health_maps_engine_gateway_and_skips_rows_without_alert() -> No
     skipped = skipped_objectives(p)
     assert [s.objective for s in skipped] == ["engine-queue", "preemptions"]
     assert all("no alert threshold" in s.reason for s in skipped)
-    text = render(rules_for(p), skipped)
+    text = render_rules(rules_for(p), skipped)
     assert "# Not expressible as a server alert:\n#   engine-queue: no alert threshold" in text
 
 
@@ -227,7 +227,7 @@ def test_client_only_throughput_and_run_totals_are_skipped_with_reasons() -> Non
 def test_render_is_a_rule_file_with_a_header() -> None:
     p = load_policy(ROOT / "slo/runbook.yaml")
     doc = rules_for(p)
-    text = render(doc)
+    text = render_rules(doc)
     assert text.startswith("# Prometheus alerting rules for SLO policy 'runbook'")
     assert "# Not expressible as a server alert: none\n" in text
     assert yaml.safe_load(text) == doc

@@ -11,18 +11,18 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
+from support.synthetic import read_analysis_columns
 
-from harness.analysis import (
+from harness.judge.analysis import (
     DISTRIBUTION_METRICS,
     OPTIONAL_COLUMNS,
     RECORD_COLUMNS,
     analyse,
     latency_stats,
-    read_records,
     statistic,
     summarise,
 )
-from harness.records import ErrorClass, RequestRecord
+from harness.records.record import ErrorClass, RequestRecord
 
 
 def rec(**changes: Any) -> RequestRecord:
@@ -105,9 +105,9 @@ def test_a_stream_without_content_chunks_has_no_latencies_but_counts_as_complete
     r = rec(t_first=None, t_last=None, chunk_times=(), output_tokens=0)
     m = analyse(frame(r, rec()), 99.0, 101.0)
     assert m.succeeded == 2
-    assert m.sample_count("ttft") == 1
-    assert m.sample_count("e2el") == 1
-    assert m.sample_count("itl") == 2
+    assert m.samples["ttft"].size == 1
+    assert m.samples["e2el"].size == 1
+    assert m.samples["itl"].size == 2
     assert m.scalars["output_token_rate"] == pytest.approx(3 / 2)
 
 
@@ -195,7 +195,7 @@ def test_open_loop_latency_from_the_intended_send_time() -> None:
     assert values(m.samples["e2el_intended"]) == pytest.approx([0.6])
     # lag describes the load generator: failed requests have one too, closed-loop rows none
     assert sorted(values(m.samples["schedule_lag"])) == pytest.approx([0.1, 0.5])
-    assert m.sample_count("ttft") == 2
+    assert m.samples["ttft"].size == 2
 
 
 def test_goodput_hand_computed() -> None:
@@ -263,7 +263,7 @@ def test_parquet_reader_matches_the_dataframe(tmp_path: Path) -> None:
     records = (rec(), rec(t_intended=99.0, output_tokens=None), rec(error=ErrorClass.TIMEOUT))
     path = tmp_path / "records.parquet"
     pq.write_table(pa.Table.from_pylist([r.to_row() for r in records]), path)
-    table = read_records(path)
+    table = read_analysis_columns(path)
     assert table.column_names == [*RECORD_COLUMNS, *OPTIONAL_COLUMNS]
     from_file = analyse(table, 99.0, 101.0, {"ttft": 1.0})
     from_frame = analyse(frame(*records), 99.0, 101.0, {"ttft": 1.0})
@@ -331,7 +331,7 @@ def test_a_chunked_arrow_table_with_null_lists() -> None:
     table = pa.concat_tables([part, part.slice(0, 1), part])
     assert table["chunk_times"].num_chunks == 3
     m = analyse(table, 99.0, 101.0, {"itl": 0.2})
-    assert m.sample_count("itl") == 6
+    assert m.samples["itl"].size == 6
     assert m.good == 3
 
 

@@ -15,9 +15,9 @@ from collections.abc import Callable, Iterator
 import pytest
 from geventhttpclient.client import HTTPClient
 
-from harness.client import RequestOptions, send
-from harness.openai_api import Endpoint
-from harness.records import ErrorClass
+from harness.load.client import RequestOptions, send
+from harness.load.openai_api import Endpoint
+from harness.records.record import ErrorClass
 
 Script = Callable[[socket.socket], None]
 HEAD = b"HTTP/1.1 200 OK\r\ncontent-type: text/event-stream\r\ntransfer-encoding: chunked\r\n\r\n"

@@ -1,4 +1,4 @@
-"""Canary against baseline (harness.compare): the statistics, the classes and the decision."""
+"""Canary against baseline (harness.canary.compare): the statistics, the classes, the decision."""
 
 from __future__ import annotations
 
@@ -11,21 +11,23 @@ import numpy as np
 import pytest
 from rich.console import Console
 
-from harness.analysis import FloatArray, RunMetrics
-from harness.baseline import allowances, combined_exit
-from harness.compare import (
+from harness.canary.compare import (
     CanaryDecision,
-    Classification,
     Comparison,
+    ShiftClass,
+    allowances,
     compare,
     compare_samples,
     compared_metrics,
 )
+from harness.canary.twosample import _bootstrap_quantile, hodges_lehmann, newcombe_interval
 from harness.errors import ExitCode
-from harness.metrics import METRICS
-from harness.policy import Policy
+from harness.flows.evaluate import combined_exit
+from harness.judge.analysis import RunMetrics
+from harness.judge.confidence import FloatArray
 from harness.report.comparison import comparison_renderable, render_comparison_markdown
-from harness.twosample import _bootstrap_quantile, hodges_lehmann, newcombe_interval
+from harness.spec.metrics import METRICS
+from harness.spec.policy import Policy
 
 POLICY = Policy.model_validate(
     {
@@ -73,7 +75,7 @@ def run(
 def test_identical_distributions_pass_and_promote() -> None:
     result = compare(POLICY, run(latency(2000, 1)), run(latency(2000, 2)))
     assert [m.metric for m in result.metrics] == ["ttft", "e2el", "error_rate"]
-    assert {m.classification for m in result.metrics} == {Classification.PASS}
+    assert {m.classification for m in result.metrics} == {ShiftClass.PASS}
     assert result.decision is CanaryDecision.PROMOTE
     assert result.notes == ()
     assert result.warnings == ()
@@ -87,7 +89,7 @@ def test_identical_distributions_pass_and_promote() -> None:
 def test_twenty_percent_regression_is_high_and_rolls_back() -> None:
     result = compare(POLICY, run(latency(2000, 1, 1.2)), run(latency(2000, 2)))
     ttft = result.metric("ttft")
-    assert ttft.classification is Classification.HIGH
+    assert ttft.classification is ShiftClass.HIGH
     assert ttft.worse
     assert ttft.relative_shift == pytest.approx(0.2, abs=0.03)
     assert ttft.p_value is not None
@@ -104,7 +106,7 @@ def test_twenty_percent_regression_is_high_and_rolls_back() -> None:
 def test_twenty_percent_improvement_is_low_and_promotes() -> None:
     result = compare(POLICY, run(latency(2000, 1, 0.8)), run(latency(2000, 2)))
     ttft = result.metric("ttft")
-    assert ttft.classification is Classification.LOW
+    assert ttft.classification is ShiftClass.LOW
     assert not ttft.worse
     assert result.decision is CanaryDecision.PROMOTE
 
@@ -115,11 +117,11 @@ def test_a_shift_inside_the_allowance_passes_even_when_significant() -> None:
     ttft = result.metric("ttft")
     assert ttft.p_value is not None
     assert ttft.p_value < 0.05
-    assert ttft.classification is Classification.PASS
+    assert ttft.classification is ShiftClass.PASS
     # A per-metric allowance of 1 % makes the same shift High.
     strict = compare(POLICY, run(latency(2000, 1, 1.05)), run(latency(2000, 2)),
                      allowed={"ttft": 0.01})  # fmt: skip
-    assert strict.metric("ttft").classification is Classification.HIGH
+    assert strict.metric("ttft").classification is ShiftClass.HIGH
     assert strict.metric("ttft").allowed == 0.01
     assert strict.metric("e2el").allowed == 0.10
 
@@ -127,20 +129,20 @@ def test_a_shift_inside_the_allowance_passes_even_when_significant() -> None:
 def test_too_few_samples_is_nodata_and_holds() -> None:
     result = compare(POLICY, run(latency(20, 1, 1.5)), run(latency(2000, 2)))
     ttft = result.metric("ttft")
-    assert ttft.classification is Classification.NODATA
+    assert ttft.classification is ShiftClass.NODATA
     assert ttft.shift is not None  # still estimated and shown, just not decided on
     assert result.decision is CanaryDecision.HOLD
     assert "at least 50 per side" in result.reason
     assert "ttft 20 / 2000" in result.reason
     relaxed = compare(POLICY, run(latency(20, 1)), run(latency(2000, 2)), min_samples=10)
-    assert relaxed.metric("ttft").classification is not Classification.NODATA
+    assert relaxed.metric("ttft").classification is not ShiftClass.NODATA
 
 
 def test_no_samples_at_all_is_nodata_without_numbers() -> None:
     empty = np.zeros(0)
     result = compare(POLICY, run(empty, empty, attempted=0), run(latency(500, 2)))
     for m in result.metrics:
-        assert m.classification is Classification.NODATA
+        assert m.classification is ShiftClass.NODATA
         assert m.shift is None
         assert m.interval is None
     assert result.decision is CanaryDecision.HOLD
@@ -150,7 +152,7 @@ def test_no_samples_at_all_is_nodata_without_numbers() -> None:
 def test_rollback_wins_over_hold() -> None:
     canary = run(latency(2000, 1, 1.3), latency(20, 3))  # ttft High, e2el NoData
     result = compare(POLICY, canary, run(latency(2000, 2)))
-    assert result.metric("e2el").classification is Classification.NODATA
+    assert result.metric("e2el").classification is ShiftClass.NODATA
     assert result.decision is CanaryDecision.ROLLBACK
 
 
@@ -163,7 +165,7 @@ def test_advisory_regression_promotes_with_a_warning() -> None:
     result = compare(policy, run(latency(2000, 1, 1.3), base * 5), run(base))
     ttft = result.metric("ttft")
     assert not ttft.critical
-    assert ttft.classification is Classification.HIGH
+    assert ttft.classification is ShiftClass.HIGH
     assert result.decision is CanaryDecision.PROMOTE
     assert len(result.warnings) == 1
     assert result.warnings[0].startswith("ttft (advisory) is High")
@@ -193,11 +195,11 @@ def test_error_rates_compare_as_two_proportions() -> None:
     one_error = compare(POLICY, run(latency(999, 1), failed=1), base).metric("error_rate")
     assert one_error.test == "fisher-exact"
     assert one_error.canary == pytest.approx(0.001)
-    assert one_error.classification is Classification.PASS  # one error is not a regression
+    assert one_error.classification is ShiftClass.PASS  # one error is not a regression
     assert one_error.p_value == pytest.approx(1.0)
     many = compare(POLICY, run(latency(900, 1), failed=100), base)
     errors = many.metric("error_rate")
-    assert errors.classification is Classification.HIGH
+    assert errors.classification is ShiftClass.HIGH
     assert errors.shift == pytest.approx(0.1)
     assert errors.interval is not None
     assert errors.interval[0] > 0
@@ -206,7 +208,7 @@ def test_error_rates_compare_as_two_proportions() -> None:
     assert errors.p99_interval is None
     assert many.decision is CanaryDecision.ROLLBACK
     fewer = compare(POLICY, run(latency(1000, 1), failed=0), run(latency(900, 2), failed=100))
-    assert fewer.metric("error_rate").classification is Classification.LOW
+    assert fewer.metric("error_rate").classification is ShiftClass.LOW
 
 
 def test_newcombe_interval_matches_the_published_example() -> None:
@@ -274,10 +276,10 @@ def test_higher_is_better_metrics_mirror() -> None:
     clock = METRICS["gpu.sm_clock"]
     assert clock.better == "higher"
     slower = compare_samples(clock, latency(2000, 1, 0.8), latency(2000, 2))
-    assert slower.classification is Classification.LOW
+    assert slower.classification is ShiftClass.LOW
     assert slower.worse  # lower is the bad direction here
     faster = compare_samples(clock, latency(2000, 1, 1.2), latency(2000, 2))
-    assert faster.classification is Classification.HIGH
+    assert faster.classification is ShiftClass.HIGH
     assert not faster.worse
 
 
@@ -316,7 +318,7 @@ def test_large_runs_stay_quick() -> None:
     start = time.perf_counter()
     result = compare(POLICY, canary, baseline)
     elapsed = time.perf_counter() - start
-    assert result.metric("ttft").classification is Classification.HIGH
+    assert result.metric("ttft").classification is ShiftClass.HIGH
     assert elapsed < 5.0, elapsed  # about 0.3 s here
 
 
@@ -397,4 +399,4 @@ def test_an_objective_sets_its_metric_allowance() -> None:
     for name, p in (("strict", strict), ("loose", loose)):
         result = compare(p, canary_m, baseline_m, allowed=allowances(p))
         verdicts[name] = next(m for m in result.metrics if m.metric == "ttft").classification
-    assert verdicts == {"strict": Classification.HIGH, "loose": Classification.PASS}
+    assert verdicts == {"strict": ShiftClass.HIGH, "loose": ShiftClass.PASS}

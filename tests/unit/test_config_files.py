@@ -7,8 +7,9 @@ from pathlib import Path
 import pytest
 
 from harness.errors import ConfigError, ExitCode
-from harness.policy import Band, load_policy
-from harness.scenario import ClosedLoop, PoissonArrivals, load_scenario, policy_path
+from harness.spec.load import ClosedLoop, PoissonArrivals
+from harness.spec.policy import Band, load_policy
+from harness.spec.scenario import load_scenario, policy_path
 
 ROOT = Path(__file__).resolve().parents[2]
 

@@ -9,8 +9,8 @@ import click
 import yaml
 
 from harness.cli import cli
-from harness.config import validate
-from harness.scenario import Scenario
+from harness.spec.config import validate
+from harness.spec.scenario import Scenario
 
 DEPLOY = Path(__file__).resolve().parents[2] / "deploy" / "k8s" / "distributed-load.yaml"
 

@@ -9,7 +9,8 @@ from pathlib import Path
 
 import pytest
 
-from harness.guard import GuardReport, Thresholds, assess
+from harness.judge.saturation import Thresholds, assess
+from harness.records.generator import GuardReport
 
 PROBE = Path(__file__).resolve().parents[1] / "support" / "guard_probe.py"
 

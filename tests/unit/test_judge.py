@@ -9,11 +9,11 @@ from typing import Any
 import numpy as np
 import pytest
 
-from harness.analysis import RunMetrics
 from harness.errors import ExitCode
-from harness.judge import classify, decide, estimate, evaluate, exit_code, judge_objective
-from harness.policy import Objective, Policy
-from harness.verdict import Classification, Decision, ObjectiveResult
+from harness.judge.analysis import RunMetrics
+from harness.judge.classify import classify, decide, estimate, evaluate, exit_code, judge_objective
+from harness.judge.verdict import Classification, Decision, ObjectiveResult
+from harness.spec.policy import Objective, Policy
 
 C = Classification
 
@@ -202,7 +202,7 @@ def test_estimate_uses_the_linear_percentile() -> None:
 
 
 def test_classify_treats_a_nan_estimate_as_no_data() -> None:
-    from harness.judge import Estimate
+    from harness.judge.classify import Estimate
 
     assert classify(P50, Estimate(float("nan"), 10))[0] is C.INCONCLUSIVE
 

@@ -9,11 +9,11 @@ from types import MappingProxyType
 import pytest
 from test_judge import metrics, objective
 
-from harness.analysis import RunMetrics
 from harness.collectors.window import HistogramWindow
-from harness.judge import evaluate, judge_objective
-from harness.policy import Objective, Policy
-from harness.verdict import CheckResult, Classification, Decision
+from harness.judge.analysis import RunMetrics
+from harness.judge.classify import evaluate, judge_objective
+from harness.judge.verdict import CheckResult, Classification, Decision
+from harness.spec.policy import Objective, Policy
 
 C = Classification
 

@@ -8,8 +8,14 @@ import math
 import gevent
 import pytest
 
-from harness.progress import LiveStats, LogHistogram, ProgressLine, ProgressSnapshot, render
-from harness.records import ErrorClass, RequestRecord
+from harness.load.progress import (
+    LiveStats,
+    LogHistogram,
+    ProgressLine,
+    ProgressSnapshot,
+    render_progress,
+)
+from harness.records.record import ErrorClass, RequestRecord
 
 
 class Clock:
@@ -124,16 +130,16 @@ def snapshot(**kw: float | int | None) -> ProgressSnapshot:
 
 
 def test_render_a_healthy_run() -> None:
-    line = render(snapshot())
+    line = render_progress(snapshot())
     assert line == "1:12  8.0 req/s  10 in flight  TTFT p50 95 ms p99 180 ms  0 errors"
-    long = render(snapshot(elapsed_s=36000.0, rate=12345.6, in_flight=99999, errors=12345,
+    long = render_progress(snapshot(elapsed_s=36000.0, rate=12345.6, in_flight=99999, errors=12345,
                            ttft_p50_s=0.12345, ttft_p99_s=12.345))  # fmt: skip
     assert "TTFT p50 123 ms p99 12.3 s" in long
     assert len(long) < 100
 
 
 def test_render_errors_no_ttft_and_hours() -> None:
-    line = render(snapshot(elapsed_s=3725.0, errors=59, ttft_p50_s=None, ttft_p99_s=None))
+    line = render_progress(snapshot(elapsed_s=3725.0, errors=59, ttft_p50_s=None, ttft_p99_s=None))
     assert line.startswith("1:02:05  ")
     assert "TTFT —" in line
     assert "59 errors (10 %)" in line

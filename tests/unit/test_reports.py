@@ -12,14 +12,14 @@ import numpy as np
 import pytest
 from rich.console import Console
 
-from harness.analysis import RunMetrics
-from harness.judge import evaluate
-from harness.policy import Policy
+from harness.judge.analysis import RunMetrics
+from harness.judge.classify import evaluate
+from harness.judge.verdict import Classification, Decision, Verdict
 from harness.report.files import write_reports
 from harness.report.junit import render_junit
 from harness.report.markdown import render_markdown
 from harness.report.table import print_verdict, verdict_renderable
-from harness.verdict import Classification, Decision, Verdict
+from harness.spec.policy import Policy
 
 POLICY = Policy.model_validate(
     {

@@ -3,12 +3,20 @@
 from __future__ import annotations
 
 import math
+from collections.abc import Iterator
 
 import numpy as np
 import pytest
 
-from harness.loadspec import Segment
-from harness.schedule import arrival_offsets, poisson_offsets, users_at
+from harness.load.schedule import arrival_offsets, users_at
+from harness.spec.load import Segment
+
+
+def poisson_offsets(
+    rate: float, horizon_s: float, seed: int, limit: int | None = None
+) -> Iterator[float]:
+    """A constant-rate Poisson process: one segment of the schedule."""
+    yield from arrival_offsets([Segment(0.0, horizon_s, rate, rate)], seed, limit=limit)
 
 
 def _gaps(rate: float, n: int, seed: int) -> np.ndarray:

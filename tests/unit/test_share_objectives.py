@@ -8,13 +8,13 @@ from types import MappingProxyType
 import pytest
 from test_judge import metrics
 
-from harness.alertrules import rules_for, skipped_objectives
 from harness.collectors.window import HistogramWindow
-from harness.config import validate
 from harness.errors import ConfigError
-from harness.judge import judge_objective
-from harness.policy import Objective, Policy
-from harness.verdict import Classification as C
+from harness.judge.classify import judge_objective
+from harness.judge.verdict import Classification as C
+from harness.report.alertrules import rules_for, skipped_objectives
+from harness.spec.config import validate
+from harness.spec.policy import Objective, Policy
 
 WITHIN_2S = Objective.model_validate(
     {"name": "fast", "metric": "e2el", "stat": "share_under", "bound": "2s",

@@ -12,9 +12,9 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from strategies import content_chunk_objects, mangled, sse_chunk_objects, sse_lines
 
-from harness import sse
-from harness.records import ErrorClass
-from harness.sse import StreamState, parse_completion
+from harness.load import sse
+from harness.load.sse import StreamState, parse_completion_text
+from harness.records.record import ErrorClass
 
 
 def _chat(content: str | None, **extra: object) -> bytes:
@@ -87,10 +87,10 @@ def test_error_object_mid_stream() -> None:
 def test_non_streaming_bodies() -> None:
     usage = {"prompt_tokens": 3, "completion_tokens": 1}
     body = {"choices": [{"message": {"content": "hi"}}], "usage": usage}
-    assert parse_completion(json.dumps(body).encode()) == (3, 1, True, "")
-    assert parse_completion(b'{"choices":[{"text":"x"}]}') == (None, None, True, "")
-    assert parse_completion(b"oops")[2] is False
-    assert parse_completion(b'{"choices":[]}')[3] == "no choices in body"
+    assert parse_completion_text(json.dumps(body).encode())[:2] == (3, 1)
+    assert parse_completion_text(b'{"choices":[{"text":"x"}]}') == (None, None, "x", "")
+    assert parse_completion_text(b"oops")[2] is None
+    assert parse_completion_text(b'{"choices":[]}')[3] == "no choices in body"
 
 
 # --- The fast path: lines of a shape already parsed once skip json.loads --------------

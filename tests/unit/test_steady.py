@@ -6,14 +6,14 @@ import numpy as np
 import pyarrow as pa
 import pytest
 
-from harness.analysis import analyse
-from harness.config import validate
 from harness.errors import ConfigError
-from harness.judge import evaluate
-from harness.policy import Policy
-from harness.recordlog import RECORD_SCHEMA
-from harness.steady import steady_state, window_metrics
-from harness.verdict import Classification, Decision
+from harness.judge.analysis import analyse
+from harness.judge.classify import evaluate
+from harness.judge.steady import steady_state, window_metrics
+from harness.judge.verdict import Classification, Decision
+from harness.records.log import RECORD_SCHEMA
+from harness.spec.config import validate
+from harness.spec.policy import Policy
 
 
 def table(n: int, seconds: float, e2el: np.ndarray | float = 0.3, seed: int = 0) -> pa.Table:

@@ -1,4 +1,5 @@
-"""The harness client under load: `harness.client.send` from N greenlets, as the driver runs it.
+"""The harness client under load: `harness.load.client.send` from N greenlets, as the driver
+runs it.
 
 A gevent-patched process, a geventhttpclient client taken from a Locust FastHttpSession's
 pool sized to N (what FastHttpUser builds), N greenlets each sending its next request when
@@ -22,8 +23,8 @@ from geventhttpclient.url import URL  # noqa: E402
 from locust.contrib.fasthttp import FastHttpSession  # noqa: E402
 from locust.env import Environment  # noqa: E402
 
-from harness.client import Exchange, RequestOptions, send  # noqa: E402
-from harness.openai_api import Endpoint  # noqa: E402
+from harness.load.client import Exchange, RequestOptions, send  # noqa: E402
+from harness.load.openai_api import Endpoint  # noqa: E402
 
 sys.path.insert(0, str(Path(__file__).parent))
 from window import HEADERS, PATH, Window, body_for, save  # noqa: E402

@@ -27,7 +27,7 @@ from support.litellm_proxy import litellm_proxy  # noqa: E402
 from support.llama_server import llama_server  # noqa: E402
 from support.tiny_gguf import write_tiny_llama  # noqa: E402
 
-from harness.target import simulator  # noqa: E402
+from harness.load.target import simulator  # noqa: E402
 
 TIMEOUT_S = 30.0
 MAX_LINES = 2000  # bounds each stream read

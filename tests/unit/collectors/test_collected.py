@@ -1,5 +1,5 @@
 """From the agent's readings to the judge's inputs: finalize() writes server.json and
-samples.parquet, load_collected() reads them into metrics with reasons, crosscheck() compares
+samples.parquet, read_collection() reads them into metrics with reasons, crosscheck() compares
 them with the client's records."""
 
 from __future__ import annotations
@@ -10,14 +10,14 @@ from pathlib import Path
 import pyarrow as pa
 import pytest
 
-from harness.collected import load_collected
-from harness.collectors.collect import Collection, SourcePlan, finalize, plan_sources
 from harness.collectors.series import Point, SampleLog
+from harness.collectors.session import CollectorSession, SourcePlan, finalize, plan_sources
 from harness.collectors.snapshot import Snapshot
-from harness.collectors.spec import CollectSpec
-from harness.crosscheck import crosscheck
-from harness.recordlog import RECORD_SCHEMA
-from harness.results import Manifest, Timeline
+from harness.collectors.stored import read_collection
+from harness.judge.crosscheck import crosscheck
+from harness.records.log import RECORD_SCHEMA
+from harness.records.run_dir import Manifest, Timeline
+from harness.spec.collect import CollectSpec
 
 T0 = 1_800_000_000.0  # wall clock at the run's start
 TIMELINE = Timeline(wall_start=T0, t_start=100.0, measure_start=102.0, measure_end=110.0,
@@ -37,9 +37,9 @@ def snapshot(wall: float, requests: int, tokens: int, waiting: float) -> Snapsho
     }, {"server.ttft": "vllm:time_to_first_token_seconds"})  # fmt: skip
 
 
-def write_run(run_dir: Path) -> Collection:
+def write_run(run_dir: Path) -> CollectorSession:
     spec = CollectSpec()
-    collection = Collection(spec, run_dir, plan_sources(spec, "http://127.0.0.1:9/v1"))
+    collection = CollectorSession(spec, run_dir, plan_sources(spec, "http://127.0.0.1:9/v1"))
     collection.status = {
         "servers": [{"name": "server", "kind": "vllm", "ok": 13, "failed": 0, "first_error": None}],
         "gpu": {"available": True, "reason": None, "gpus": [{"name": "H200"}]},
@@ -79,7 +79,7 @@ def test_finalize_then_load(tmp_path: Path) -> None:
     assert not (tmp_path / "samples.jsonl").exists()
     source = doc["sources"][0]
     assert source["windows"]["run"]["counters"]["server.generation_tokens"] == {"": 220.0}
-    collected = load_collected(tmp_path, manifest())
+    collected = read_collection(tmp_path, manifest())
     assert collected is not None
     # Measured window T0+2 .. T0+10: readings at T0+2 (4 requests) and T0+10 (20).
     assert collected.histograms["server.ttft"].count == 16
@@ -97,7 +97,7 @@ def test_finalize_then_load(tmp_path: Path) -> None:
 
 def test_crosscheck_agrees_and_flags(tmp_path: Path) -> None:
     finalize(write_run(tmp_path), TIMELINE)
-    collected = load_collected(tmp_path, manifest())
+    collected = read_collection(tmp_path, manifest())
     assert collected is not None
     checks = {c.name: c for c in crosscheck(records(22), collected)}
     assert checks["output tokens vs server"].ok is True
@@ -116,14 +116,14 @@ def test_crosscheck_agrees_and_flags(tmp_path: Path) -> None:
 def test_a_failed_scrape_is_a_reason(tmp_path: Path) -> None:
     spec = CollectSpec()
     plan = SourcePlan("server", None, "scrape", "http://127.0.0.1:9/metrics", {}, None)
-    collection = Collection(spec, tmp_path, [plan])
+    collection = CollectorSession(spec, tmp_path, [plan])
     collection.status = {
         "servers": [{"name": "server", "kind": None, "ok": 0, "failed": 12,
                      "first_error": "unreachable: [Errno 111] Connection refused"}],
         "gpu": {"available": False, "reason": "no NVIDIA driver: GPU metrics not collected"},
     }  # fmt: skip
     finalize(collection, TIMELINE)
-    collected = load_collected(tmp_path, manifest())
+    collected = read_collection(tmp_path, manifest())
     assert collected is not None
     assert "Connection refused" in collected.missing["server.ttft"]
     assert "no NVIDIA driver" in collected.missing["gpu.utilization"]

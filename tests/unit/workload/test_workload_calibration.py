@@ -7,7 +7,7 @@ import math
 import numpy as np
 import pytest
 
-from harness.workload import token_calibration
+from harness.workload.calibration import token_calibration
 
 
 def test_constant_ratio() -> None:

@@ -9,8 +9,8 @@ import pytest
 import yaml
 
 from harness.errors import ConfigError, ExitCode
-from harness.scenario import load_scenario
-from harness.workload import build_workload
+from harness.spec.scenario import load_scenario
+from harness.workload.build import build_workload
 
 LOAD = {"arrival": {"type": "poisson", "rate": 1}, "duration_s": 1}
 

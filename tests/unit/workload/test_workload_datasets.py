@@ -11,8 +11,9 @@ import pytest
 import yaml
 
 from harness.errors import ConfigError
-from harness.scenario import load_scenario
-from harness.workload import RequestSpec, Workload, build_workload
+from harness.spec.scenario import load_scenario
+from harness.workload.base import RequestSpec, Workload
+from harness.workload.build import build_workload
 
 LOAD = {"arrival": {"type": "poisson", "rate": 1}, "duration_s": 1}
 

@@ -6,8 +6,8 @@ from pathlib import Path
 
 import pytest
 
-from harness.scenario import load_scenario
-from harness.workload import build_workload
+from harness.spec.scenario import load_scenario
+from harness.workload.build import build_workload
 from harness.workload.text import word_count
 
 ROOT = Path(__file__).resolve().parents[3]

@@ -7,10 +7,10 @@ from typing import Any
 
 import pytest
 
-from harness.config import validate
-from harness.openai_api import request_body
-from harness.scenario import Scenario
-from harness.workload import RequestSpec
+from harness.load.openai_api import request_body
+from harness.spec.config import validate
+from harness.spec.scenario import Scenario
+from harness.workload.base import RequestSpec
 
 SPEC = RequestSpec(
     prompt="and now this",

@@ -11,9 +11,11 @@ import pytest
 import yaml
 from support.tiny_gguf import WORDS
 
-from harness.scenario import load_scenario
-from harness.workload import RequestSpec, Workload, build_workload
-from harness.workload.text import VOCABULARY, word_count
+from harness.spec.scenario import load_scenario
+from harness.spec.vocabulary import VOCABULARY
+from harness.workload.base import RequestSpec, Workload
+from harness.workload.build import build_workload
+from harness.workload.text import word_count
 
 LOAD = {"arrival": {"type": "poisson", "rate": 1}, "duration_s": 1}
 

@@ -1,0 +1,355 @@
+"""Per-run metrics from the request records: the numbers the judge and the reports read.
+
+The definitions follow vLLM's benchmark (docs/measurement.md). Everything is computed
+column-wise on Arrow/NumPy arrays, never per record in Python, because the judge must keep up
+with runs of tens of millions of records. Records come in as a pyarrow Table (what
+``records.log.read_table`` returns) or as a pandas DataFrame with the columns of
+``RequestRecord.to_row()``, which is converted to Arrow once (a DataFrame whose
+``chunk_times`` holds Python lists costs a pass over Python objects; large runs should come
+as Arrow).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from types import MappingProxyType
+from typing import Any, Final
+
+import numpy as np
+import numpy.typing as npt
+import pandas as pd
+import pyarrow as pa
+import pyarrow.compute as pc
+
+from harness.collectors.window import HistogramWindow
+from harness.judge.confidence import FloatArray, OrderStatistics, percentile
+from harness.judge.verdict import LatencyStats, RunSummary
+from harness.spec.metrics import percentile_of
+from harness.workload.calibration import TokenCalibration, token_calibration
+
+BoolArray = npt.NDArray[np.bool_]
+IntArray = npt.NDArray[np.int64]
+
+#: The percentile method of the judge and the summary alike, so a report never shows a p99
+#: that disagrees with the one an objective was judged on.
+PERCENTILE_METHOD: Final = "linear"
+
+#: Distribution metrics this module computes; a metric without a key in ``RunMetrics.samples``
+#: (gpu.utilization, for now) has no data.
+DISTRIBUTION_METRICS = (
+    "ttft",
+    "tpot",
+    "itl",
+    "e2el",
+    "ttft_intended",
+    "e2el_intended",
+    "schedule_lag",
+)
+SCALAR_METRICS = ("error_rate", "request_rate", "output_token_rate", "goodput")
+GOODPUT_KEYS = ("ttft", "tpot", "e2el", "itl")
+
+#: The record columns analysis reads (a subset of ``RequestRecord.to_row()``).
+RECORD_COLUMNS = (
+    "phase",
+    "stream",
+    "t_intended",
+    "t_sent",
+    "t_first",
+    "t_last",
+    "t_done",
+    "chunk_times",
+    "prompt_tokens",
+    "output_tokens",
+    "error",
+)
+
+OPTIONAL_COLUMNS = ("planned_prompt_tokens", "max_tokens")  # absent in hand-made tables
+
+_NO_SLO: Mapping[str, float] = MappingProxyType({})
+_NO_HIST: Mapping[str, HistogramWindow] = MappingProxyType({})
+_NO_REASON: Mapping[str, str] = MappingProxyType({})
+
+
+@dataclass(frozen=True, slots=True)
+class RunMetrics:
+    """What a run measured in its measure phase; the judge's only input besides the policy.
+
+    ``samples`` holds one read-only array per distribution metric with data; ``scalars`` holds
+    the run-level values, None where undefined (no attempts, no duration).
+    """
+
+    samples: Mapping[str, FloatArray]
+    scalars: Mapping[str, float | None]
+    attempted: int
+    failed: int
+    succeeded: int
+    good: int  # succeeded and met every per-request goodput SLO
+    error_classes: Mapping[str, int]
+    duration_s: float | None
+    prompt_tokens_mean: float | None = None
+    output_tokens_mean: float | None = None
+    prompt_vs_planned: TokenCalibration | None = None  # usage / words the workload planned
+    output_vs_asked: TokenCalibration | None = None  # usage / max_tokens asked for
+    # Server histograms over the measured window (server.ttft, gateway.e2el, ...), and why a
+    # collected metric has no data (Prometheus down, no GPU, a restart), for the verdict.
+    histograms: Mapping[str, HistogramWindow] = field(default_factory=lambda: _NO_HIST)
+    missing: Mapping[str, str] = field(default_factory=lambda: _NO_REASON)
+
+
+def statistic(samples: FloatArray, stat: str) -> float:
+    """A distribution stat (pXX, mean, max, min) of non-empty samples, as the judge computes it."""
+    if samples.size == 0:
+        raise ValueError("no samples")
+    q = percentile_of(stat)
+    if q is not None:
+        return float(np.percentile(samples, q, method=PERCENTILE_METHOD))
+    if stat == "mean":
+        return float(np.mean(samples))
+    if stat == "max":
+        return float(np.max(samples))
+    if stat == "min":
+        return float(np.min(samples))
+    raise ValueError(f"unknown distribution stat {stat!r}")
+
+
+def analyse(
+    records: pd.DataFrame | pa.Table,
+    measure_start: float,
+    measure_end: float,
+    goodput_slo: Mapping[str, float] = _NO_SLO,
+) -> RunMetrics:
+    """Compute a run's metrics from its records; only ``phase == "measure"`` rows count.
+
+    ``measure_start``/``measure_end`` bound the measured window in monotonic seconds; requests
+    still in flight at its end stretch it to the last ``t_done`` so their completions do not
+    inflate the rates. ``goodput_slo`` maps ttft/tpot/e2el/itl to per-request bounds (seconds).
+
+    Choices beyond docs/measurement.md: latencies come from successful streaming rows; a successful
+    non-streaming row adds only an E2EL (to ``t_last``, else ``t_done``). ``schedule_lag`` covers
+    every measured row with an intended time, failed ones too, since it describes the load
+    generator, not the target. For goodput a request lacking a value an SLO needs (no TTFT on a
+    non-streaming row, no TPOT with one output token, no ITL gap with one chunk) does not count.
+    """
+    unknown = sorted(set(goodput_slo) - set(GOODPUT_KEYS))
+    if unknown:
+        raise ValueError(f"goodput SLO keys {unknown}: expected some of {list(GOODPUT_KEYS)}")
+    table = _measured(_as_table(records))
+    n = table.num_rows
+
+    error = pc.fill_null(pc.cast(table["error"], pa.string()), "")
+    ok: BoolArray = pc.equal(error, "").to_numpy(zero_copy_only=False).astype(np.bool_)
+    stream = pc.fill_null(pc.cast(table["stream"], pa.bool_()), False)
+    streamed: BoolArray = stream.to_numpy(zero_copy_only=False).astype(np.bool_)
+    latency_rows = ok & streamed
+
+    t_sent = _floats(table, "t_sent")
+    t_first = _floats(table, "t_first")
+    t_last = _floats(table, "t_last")
+    t_done = _floats(table, "t_done")
+    t_intended = _floats(table, "t_intended")
+    usage_out = _floats(table, "output_tokens")
+    prompt_tokens = _floats(table, "prompt_tokens")
+    lengths, chunk_values = flat_chunks(table)
+
+    out_tokens = np.where(np.isnan(usage_out), lengths.astype(np.float64), usage_out)
+    end = np.where(streamed | ~np.isnan(t_last), t_last, t_done)
+    ttft = np.where(latency_rows, t_first - t_sent, np.nan)
+    e2el = np.where(ok, end - t_sent, np.nan)
+    multi = latency_rows & (out_tokens > 1)
+    tpot = np.full(n, np.nan)
+    np.divide(e2el - ttft, out_tokens - 1.0, out=tpot, where=multi)
+
+    gaps, real_gap, starts = chunk_gaps(lengths, chunk_values)
+    itl_kept = real_gap & np.repeat(latency_rows, lengths)[1:]
+    intended = ~np.isnan(t_intended)
+
+    samples = {
+        "ttft": _finite(ttft),
+        "tpot": _finite(tpot),
+        "itl": _finite(gaps[itl_kept]),
+        "e2el": _finite(e2el),
+        "ttft_intended": _finite(np.where(intended, t_first - t_intended, np.nan)[latency_rows]),
+        "e2el_intended": _finite((end - t_intended)[ok & intended]),
+        "schedule_lag": _finite((t_sent - t_intended)[intended]),
+    }
+
+    good_rows = ok.copy()
+    per_request = {"ttft": ttft, "tpot": tpot, "e2el": e2el}
+    for key, bound in goodput_slo.items():
+        if key == "itl":
+            good_rows &= latency_rows & (_max_gap(gaps, real_gap, starts, lengths) <= bound)
+        else:
+            good_rows &= per_request[key] <= bound  # NaN (no value) compares False
+
+    attempted = n
+    succeeded = int(np.count_nonzero(ok))
+    good = int(np.count_nonzero(good_rows))
+    last_done = float(np.nanmax(t_done)) if n and not np.all(np.isnan(t_done)) else -math.inf
+    duration = float(max(measure_end, last_done) - measure_start)
+    duration_s = duration if math.isfinite(duration) else None
+    rated = attempted > 0 and duration_s is not None and duration_s > 0
+
+    def rate(count: float) -> float | None:
+        return count / duration if rated else None
+
+    scalars: dict[str, float | None] = {
+        "error_rate": (attempted - succeeded) / attempted if attempted else None,
+        "request_rate": rate(succeeded),
+        "output_token_rate": rate(float(np.sum(out_tokens[ok]))),
+        "goodput": rate(good),
+    }
+    return RunMetrics(
+        samples=MappingProxyType(samples),
+        scalars=MappingProxyType(scalars),
+        attempted=attempted,
+        failed=attempted - succeeded,
+        succeeded=succeeded,
+        good=good,
+        error_classes=MappingProxyType(_error_classes(error, ok)),
+        duration_s=duration_s,
+        prompt_tokens_mean=_mean(prompt_tokens[ok]),
+        output_tokens_mean=_mean(out_tokens[ok]),
+        prompt_vs_planned=_calibration(table, "planned_prompt_tokens", prompt_tokens, ok),
+        output_vs_asked=_calibration(table, "max_tokens", usage_out, ok),
+    )
+
+
+SUMMARY_METRICS = ("ttft", "tpot", "itl", "e2el", "schedule_lag")
+SUMMARY_PERCENTILES = (50.0, 90.0, 99.0)
+
+
+def summarise(metrics: RunMetrics, order: OrderStatistics | None = None) -> RunSummary:
+    """The headline numbers of a run, with the percentile method the judge uses (and its
+    order statistics, when the judge shares them)."""
+    order = order or OrderStatistics()
+    return RunSummary(
+        requests=metrics.attempted,
+        errors=metrics.failed,
+        error_classes=dict(metrics.error_classes),
+        duration_s=metrics.duration_s,
+        request_rate=metrics.scalars.get("request_rate"),
+        output_token_rate=metrics.scalars.get("output_token_rate"),
+        goodput=metrics.scalars.get("goodput"),
+        ttft_s=latency_stats(metrics.samples.get("ttft"), order),
+        tpot_s=latency_stats(metrics.samples.get("tpot"), order),
+        itl_s=latency_stats(metrics.samples.get("itl"), order),
+        e2el_s=latency_stats(metrics.samples.get("e2el"), order),
+        schedule_lag_s=latency_stats(metrics.samples.get("schedule_lag"), order),
+        prompt_tokens_mean=metrics.prompt_tokens_mean,
+        output_tokens_mean=metrics.output_tokens_mean,
+        prompt_vs_planned=metrics.prompt_vs_planned,
+        output_vs_asked=metrics.output_vs_asked,
+    )
+
+
+def latency_stats(samples: FloatArray | None, order: OrderStatistics | None = None) -> LatencyStats:
+    """mean/p50/p90/p99 of samples; all None when there are none."""
+    if samples is None or samples.size == 0:
+        return LatencyStats()
+    order = order or OrderStatistics()
+    p50, p90, p99 = (percentile(samples, q, order) for q in SUMMARY_PERCENTILES)
+    return LatencyStats(
+        mean=float(np.mean(samples)),
+        p50=float(p50),
+        p90=float(p90),
+        p99=float(p99),
+        n=int(samples.size),
+    )
+
+
+def _as_table(records: pd.DataFrame | pa.Table) -> pa.Table:
+    if isinstance(records, pd.DataFrame):
+        table = pa.Table.from_pandas(records, preserve_index=False)
+    elif isinstance(records, pa.Table):
+        table = records
+    else:
+        raise TypeError(f"expected a pandas DataFrame or a pyarrow Table, got {type(records)}")
+    missing = [c for c in RECORD_COLUMNS if c not in table.column_names]
+    if missing:
+        raise ValueError(f"records lack the columns {missing}")
+    return table
+
+
+def _measured(table: pa.Table) -> pa.Table:
+    phase = pc.fill_null(pc.cast(table["phase"], pa.string()), "")
+    columns = [*RECORD_COLUMNS, *(c for c in OPTIONAL_COLUMNS if c in table.column_names)]
+    return table.select(columns).filter(pc.equal(phase, "measure"))
+
+
+def _calibration(
+    table: pa.Table, column: str, actual: FloatArray, ok: BoolArray
+) -> TokenCalibration | None:
+    """actual / asked-for lengths over successful requests, when the records say what was asked."""
+    if column not in table.column_names:
+        return None
+    return token_calibration(_floats(table, column)[ok], actual[ok])
+
+
+def _floats(table: pa.Table, column: str) -> FloatArray:
+    """A numeric column as float64 with NaN for nulls (null-typed columns included)."""
+    values = pc.fill_null(pc.cast(table[column], pa.float64()), math.nan)
+    return np.asarray(values.to_numpy(zero_copy_only=False), dtype=np.float64)
+
+
+def flat_chunks(table: pa.Table) -> tuple[IntArray, FloatArray]:
+    """Per-row chunk counts and all chunk times flattened in row order (null lists are empty)."""
+    column = table["chunk_times"]
+    kind = column.type
+    if not (pa.types.is_list(kind) or pa.types.is_large_list(kind) or pa.types.is_null(kind)):
+        if column.null_count < len(column):
+            raise ValueError(f"records column chunk_times: expected lists of times, got {kind}")
+        # an empty frame built without types: nothing to read
+        return np.zeros(len(column), dtype=np.int64), np.zeros(0, dtype=np.float64)
+    lists = pc.cast(column, pa.list_(pa.float64())).combine_chunks()
+    lengths = pc.fill_null(pc.list_value_length(lists), 0)
+    values = pc.fill_null(pc.list_flatten(lists), math.nan)
+    return (
+        np.asarray(lengths.to_numpy(zero_copy_only=False), dtype=np.int64),
+        np.asarray(values.to_numpy(zero_copy_only=False), dtype=np.float64),
+    )
+
+
+def chunk_gaps(lengths: IntArray, values: FloatArray) -> tuple[FloatArray, BoolArray, IntArray]:
+    """Differences of consecutive flattened chunk times, which of them are real gaps, row starts.
+
+    Difference j is values[j+1] - values[j]; it is a real gap unless values[j+1] opens a row.
+    Working on offsets keeps this at a few passes over the values, with no per-value row index.
+    """
+    starts = np.zeros(lengths.size, dtype=np.int64)
+    np.cumsum(lengths[:-1], out=starts[1:])
+    diffs = np.diff(values)
+    real = np.ones(diffs.size, dtype=np.bool_)
+    real[starts[(lengths > 0) & (starts > 0)] - 1] = False
+    return diffs, real, starts
+
+
+def _max_gap(diffs: FloatArray, real: BoolArray, starts: IntArray, lengths: IntArray) -> FloatArray:
+    """Each row's largest gap; NaN for a row with fewer than two chunks (or a NaN gap)."""
+    out = np.full(lengths.size, np.nan)
+    has_gap = lengths > 1
+    if np.any(has_gap):
+        # a segment runs from a row's first gap to the next such row; what lies between is
+        # row boundaries (masked to -inf) and rows of one chunk (no gaps), so the max is the row's
+        masked = np.where(real, diffs, -np.inf)
+        out[has_gap] = np.maximum.reduceat(masked, starts[has_gap])
+    return out
+
+
+def _finite(values: FloatArray) -> FloatArray:
+    out = np.ascontiguousarray(values[np.isfinite(values)], dtype=np.float64)
+    out.flags.writeable = False
+    return out
+
+
+def _mean(values: FloatArray) -> float | None:
+    kept = values[~np.isnan(values)]
+    return float(np.mean(kept)) if kept.size else None
+
+
+def _error_classes(error: Any, ok: BoolArray) -> dict[str, int]:
+    """Failures per error class, most frequent first (ties by name, so record order is moot)."""
+    counts = pc.value_counts(error.filter(pa.array(~ok)))
+    pairs = zip(counts.field("values").to_pylist(), counts.field("counts").to_pylist(), strict=True)
+    return dict(sorted(((str(v), int(c)) for v, c in pairs), key=lambda vc: (-vc[1], vc[0])))

@@ -1,0 +1,68 @@
+"""Building OpenAI-compatible requests (chat and completions, streaming or not)."""
+
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import dataclass
+from urllib.parse import urlsplit
+
+from harness.spec.scenario import Scenario
+from harness.workload.base import RequestSpec
+
+
+@dataclass(frozen=True, slots=True)
+class Endpoint:
+    """Where and how to send: base URL parts, path, headers (the key stays in here only)."""
+
+    base_url: str  # scheme://host:port
+    path: str  # e.g. /v1/chat/completions
+    headers: dict[str, str]
+    api_key: str | None
+
+    def redact(self, text: str) -> str:
+        """Remove the API key from text bound for logs, records or reports."""
+        if self.api_key:
+            text = text.replace(self.api_key, "***")
+        return text
+
+
+def split_base_url(url: str) -> tuple[str, str]:
+    """("http://host:port", "/v1") from an OpenAI base URL."""
+    parts = urlsplit(url)
+    return f"{parts.scheme}://{parts.netloc}", parts.path.rstrip("/")
+
+
+def endpoint_for(scenario: Scenario, url: str) -> Endpoint:
+    """The endpoint a scenario's requests go to; the key is read from the named variable."""
+    base, prefix = split_base_url(url)
+    route = "/chat/completions" if scenario.target.api == "chat" else "/completions"
+    api_key = os.environ.get(scenario.target.api_key_env) or None
+    headers = {
+        "Content-Type": "application/json",
+        "Accept": "text/event-stream" if scenario.target.stream else "application/json",
+        "Accept-Encoding": "identity",  # Locust asks for gzip by default; streams must not be
+    }
+    if api_key:
+        headers["Authorization"] = f"Bearer {api_key}"
+    return Endpoint(base_url=base, path=prefix + route, headers=headers, api_key=api_key)
+
+
+def request_body(scenario: Scenario, model: str, spec: RequestSpec) -> bytes:
+    """The JSON body for one request: chat sends the whole history, completions its text."""
+    wl = scenario.workload
+    body: dict[str, object] = {
+        "model": model,
+        "max_tokens": spec.max_tokens,
+        "temperature": wl.temperature,
+        "stream": scenario.target.stream,
+    }
+    if scenario.target.api == "chat":
+        body["messages"] = [{"role": role, "content": text} for role, text in spec.messages]
+    else:
+        body["prompt"] = spec.completion_prompt
+    if wl.ignore_eos:
+        body["ignore_eos"] = True  # vLLM and llama.cpp honour it; others ignore unknown keys
+    if scenario.target.stream:
+        body["stream_options"] = {"include_usage": True}
+    return json.dumps(body).encode()

@@ -1,0 +1,115 @@
+"""Records on disk: appended as JSON lines while the run goes, consolidated to Parquet after.
+
+A killed run keeps every record written so far; `read_table` reads whichever form exists.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import IO, Any
+
+import pandas as pd
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from harness.errors import ResultsError
+from harness.records.record import RequestRecord
+
+RECORDS_JSONL = "records.jsonl"
+RECORDS_PARQUET = "records.parquet"
+
+RECORD_SCHEMA = pa.schema(
+    [
+        ("request_id", pa.int64()),
+        ("worker", pa.string()),
+        ("phase", pa.string()),
+        ("stream", pa.bool_()),
+        ("wall_sent", pa.float64()),
+        ("t_intended", pa.float64()),
+        ("t_sent", pa.float64()),
+        ("t_first", pa.float64()),
+        ("t_last", pa.float64()),
+        ("t_done", pa.float64()),
+        ("chunk_times", pa.list_(pa.float64())),
+        ("prompt_tokens", pa.int64()),
+        ("output_tokens", pa.int64()),
+        ("status", pa.int64()),
+        ("error", pa.string()),
+        ("error_detail", pa.string()),
+        ("session", pa.int64()),
+        ("turn", pa.int64()),
+        ("planned_prompt_tokens", pa.int64()),
+        ("max_tokens", pa.int64()),
+    ]
+)
+
+
+class RecordLog:
+    """Append-only JSON-lines writer, flushed per record so nothing measured is lost."""
+
+    def __init__(self, run_dir: Path) -> None:
+        self.path = run_dir / RECORDS_JSONL
+        self._file: IO[str] | None = self.path.open("a", encoding="utf-8")
+        self.count = 0
+
+    def write(self, record: RequestRecord) -> None:
+        if self._file is None:
+            raise ValueError("record log is closed")
+        self._file.write(json.dumps(record.to_row(), separators=(",", ":")) + "\n")
+        self._file.flush()
+        self.count += 1
+
+    def close(self) -> None:
+        if self._file is not None:
+            self._file.close()
+            self._file = None
+
+
+def read_jsonl(path: Path) -> list[dict[str, Any]]:
+    """The objects of a JSON-lines file written while a run went ([] if there is none); a
+    line cut by a kill ends the read, since everything before it is whole."""
+    rows: list[dict[str, Any]] = []
+    if not path.exists():
+        return rows
+    with path.open(encoding="utf-8") as fh:
+        for line in fh:
+            line = line.strip()
+            if not line:
+                continue
+            try:
+                rows.append(json.loads(line))
+            except ValueError:
+                break
+    return rows
+
+
+def consolidate(run_dir: Path) -> Path:
+    """Write records.parquet from records.jsonl, then drop the JSON lines."""
+    src = run_dir / RECORDS_JSONL
+    dst = run_dir / RECORDS_PARQUET
+    rows = read_jsonl(src)
+    table = pa.Table.from_pylist(rows, schema=RECORD_SCHEMA)
+    tmp = dst.with_suffix(".parquet.tmp")
+    pq.write_table(table, tmp)
+    tmp.replace(dst)
+    if src.exists():
+        src.unlink()
+    return dst
+
+
+def read_table(run_dir: Path) -> pa.Table:
+    """The run's records as an Arrow table (Parquet if consolidated, else the JSON lines)."""
+    parquet = run_dir / RECORDS_PARQUET
+    if parquet.exists():
+        return pq.read_table(parquet, schema=RECORD_SCHEMA)
+    jsonl = run_dir / RECORDS_JSONL
+    if jsonl.exists():
+        return pa.Table.from_pylist(read_jsonl(jsonl), schema=RECORD_SCHEMA)
+    raise ResultsError(f"{run_dir}: no {RECORDS_PARQUET} or {RECORDS_JSONL}: not a run folder?")
+
+
+def read_frame(run_dir: Path) -> pd.DataFrame:
+    """The run's records as a DataFrame with RequestRecord.to_row() columns."""
+    frame: pd.DataFrame = read_table(run_dir).to_pandas()
+    return frame

@@ -1,0 +1,97 @@
+"""Scenario files (scenarios/*.yaml): what to load, how hard, how long, judged by which policy."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import Field, field_validator
+
+from harness.sim.settings import SimSettings
+from harness.spec.collect import CollectSpec
+from harness.spec.config import StrictModel, apply_overrides, read_yaml, validate
+from harness.spec.load import LoadSpec
+from harness.spec.workload import SyntheticWorkload, WorkloadSpec
+
+SCENARIO_SCHEMA = 1
+
+
+class TargetSpec(StrictModel):
+    """The OpenAI-compatible endpoint under test."""
+
+    url: str | None = Field(
+        default=None,
+        description="OpenAI base URL, e.g. http://host:8000/v1; null starts the built-in simulator",
+    )
+    model: str | None = Field(
+        default=None, description="model name to request; null takes the first of /v1/models"
+    )
+    api: Literal["chat", "completions"] = Field(
+        default="chat", description="/v1/chat/completions or /v1/completions"
+    )
+    stream: bool = Field(default=True, description="stream tokens (needed for TTFT, ITL, TPOT)")
+    api_key_env: str = Field(
+        default="OPENAI_API_KEY",
+        pattern=r"^[A-Za-z_][A-Za-z0-9_]*$",
+        description="environment variable holding the API key, sent as a bearer token",
+    )
+    connect_timeout_s: float = Field(default=10.0, gt=0, description="TCP connect deadline")
+    read_timeout_s: float = Field(
+        default=300.0, gt=0, description="longest silence between bytes (long prefills need room)"
+    )
+    request_timeout_s: float = Field(
+        default=600.0, gt=0, description="deadline for one whole request"
+    )
+    sim: dict[str, Any] = Field(
+        default_factory=dict,
+        description="settings of the built-in simulator (see `harness sim --help`), "
+        "used only when url is null",
+    )
+
+    @field_validator("url")
+    @classmethod
+    def _http_url(cls, value: str | None) -> str | None:
+        if value is None:
+            return None
+        if not value.startswith(("http://", "https://")):
+            raise ValueError("expected an http:// or https:// URL such as http://127.0.0.1:8000/v1")
+        return value.rstrip("/")
+
+    @field_validator("sim")
+    @classmethod
+    def _sim_settings(cls, value: dict[str, Any]) -> dict[str, Any]:
+        SimSettings.model_validate(value)
+        return value
+
+
+class Scenario(StrictModel):
+    """One load run, as users write it."""
+
+    schema_version: Literal[1] = Field(default=1, alias="schema", description="file format version")
+    name: str = Field(min_length=1, pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
+    description: str = ""
+    target: TargetSpec = Field(default_factory=TargetSpec)
+    workload: WorkloadSpec = Field(default_factory=SyntheticWorkload)
+    load: LoadSpec
+    collect: CollectSpec = Field(
+        default_factory=CollectSpec,
+        description="server and GPU metrics gathered beside the client's records",
+    )
+    policy: str = Field(
+        default="../slo/runbook.yaml",
+        description="SLO policy file, relative to the scenario file",
+    )
+
+
+def load_scenario(path: Path, overrides: list[str] | None = None) -> Scenario:
+    """Read, override (`--set`), and validate a scenario; errors name file and key path."""
+    data = read_yaml(path)
+    if overrides:
+        data = apply_overrides(data, overrides, str(path))
+    return validate(Scenario, data, str(path))
+
+
+def policy_path(scenario_file: Path, scenario: Scenario) -> Path:
+    """The policy file a scenario names, resolved against the scenario's folder."""
+    ref = Path(scenario.policy)
+    return ref if ref.is_absolute() else (scenario_file.parent / ref).resolve()
