@@ -18,6 +18,7 @@ from typing import Any, Protocol
 from harness.collectors.families import FAMILIES, Family, ServerKind, detect_kind
 from harness.collectors.promql import family_query, label_matchers, quote
 from harness.collectors.snapshot import Snapshot, snapshots_from_matrix
+from harness.records.redact import safe_text
 
 
 class PrometheusError(Exception):
@@ -40,6 +41,7 @@ class ApiClientQuery:
         from urllib3.util.retry import Retry
 
         headers = {"Authorization": f"Bearer {token}"} if token else None
+        self._token = token
         self.url = url
         self.timeout = timeout_s
         self._prom = PrometheusConnect(
@@ -63,20 +65,20 @@ class ApiClientQuery:
         try:
             result = fn()
         except Exception as exc:  # the client raises requests', urllib3's and its own types
-            raise PrometheusError(_describe(exc, self.url)) from None
+            raise PrometheusError(_describe(exc, self.url, self._token)) from None
         if not isinstance(result, list):
             raise PrometheusError(f"Prometheus at {self.url} answered an unexpected shape")
         return result
 
 
-def _describe(exc: BaseException, url: str) -> str:
+def _describe(exc: BaseException, url: str, token: str | None = None) -> str:
     text = str(exc)
     name = type(exc).__name__
     if "Timeout" in name or "timed out" in text:
         return f"Prometheus at {url} did not answer in time"
     if "Connection" in name or "Max retries" in text:
         return f"Prometheus at {url} is unreachable"
-    return f"Prometheus at {url} failed: {name}: {text[:200]}"
+    return f"Prometheus at {url} failed: {name}: {safe_text(text, (token,), 200)}"
 
 
 @dataclass(slots=True)

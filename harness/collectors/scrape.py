@@ -16,6 +16,7 @@ from typing import Any
 
 from harness.collectors.families import FAMILIES, ServerKind, detect_kind
 from harness.collectors.snapshot import Snapshot, parse_exposition, snapshot_from_samples
+from harness.records.redact import safe_text
 
 
 @dataclass(slots=True)
@@ -52,7 +53,8 @@ class Scraper:
         # Anything a broken server can cause (a reset mid-page, a non-HTTP answer, a page
         # that does not parse) is a failed scrape, never an exception in the sampling loop.
         except Exception as exc:
-            self._fail(_describe(exc))
+            key = os.environ.get(self.api_key_env) if self.api_key_env else None
+            self._fail(safe_text(_describe(exc), (key,), 300))
             return None
         finally:
             self.scrape_seconds += time.perf_counter() - started

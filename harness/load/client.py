@@ -22,6 +22,9 @@ from harness.records.record import ErrorClass
 
 _CONNECT_ERRORS = (OSError, HTTPParseError)  # OSError covers refused, reset, DNS
 
+#: Longest error_detail kept in a record (after the API key is taken out of it).
+DETAIL_LIMIT = 240
+
 
 class _Deadline(Exception):
     """The whole-request deadline passed (distinct from gevent.Timeout used elsewhere)."""
@@ -74,10 +77,7 @@ def send(
             ex.status = stream.status
             if not 200 <= ex.status < 300:
                 text = stream.read_all(2048).decode("utf-8", "replace")
-                ex.error, ex.error_detail = (
-                    ErrorClass.HTTP_STATUS,
-                    f"HTTP {ex.status}: {text[:200]}",
-                )
+                ex.error, ex.error_detail = ErrorClass.HTTP_STATUS, f"HTTP {ex.status}: {text}"
             elif opts.stream:
                 _read_stream(stream, state)
                 ex.error, ex.error_detail = state.error, state.error_detail
@@ -108,7 +108,7 @@ def send(
         ex.error_detail = f"{type(exc).__name__}: {exc}"
     if stream is not None and (ex.error is not None or (opts.stream and not state.done)):
         stream.abort()  # never hand a half-read connection back to the pool
-    _close(ex, state, ex.error, ep.redact(ex.error_detail))
+    _close(ex, state, ex.error, ep.redact(ex.error_detail, DETAIL_LIMIT))
     return ex
 
 

@@ -7,6 +7,7 @@ import os
 from dataclasses import dataclass
 from urllib.parse import urlsplit
 
+from harness.records.redact import safe_text
 from harness.spec.scenario import Scenario
 from harness.workload.base import RequestSpec
 
@@ -20,11 +21,9 @@ class Endpoint:
     headers: dict[str, str]
     api_key: str | None
 
-    def redact(self, text: str) -> str:
-        """Remove the API key from text bound for logs, records or reports."""
-        if self.api_key:
-            text = text.replace(self.api_key, "***")
-        return text
+    def redact(self, text: str, limit: int | None = None) -> str:
+        """Text bound for logs, records or reports: the API key out, then clipped."""
+        return safe_text(text, (self.api_key,), limit)
 
 
 def split_base_url(url: str) -> tuple[str, str]:

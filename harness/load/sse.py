@@ -286,5 +286,5 @@ def parse_completion_text(body: bytes) -> tuple[int | None, int | None, str | No
 def _short(value: Any) -> str:
     if isinstance(value, dict):
         value = value.get("message", value)
-    text = str(value)
-    return text if len(text) <= 160 else text[:157] + "..."
+    # Bounded, not clipped to show: the client takes the API key out first, then clips.
+    return str(value)[:2048]

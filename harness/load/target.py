@@ -58,7 +58,7 @@ def list_models(url: str, endpoint: Endpoint, timeout_s: float) -> tuple[str, ..
     except (urllib.error.URLError, OSError) as exc:
         reason = getattr(exc, "reason", exc)
         raise TargetUnreachable(
-            f"target {url} is unreachable: {endpoint.redact(str(reason))}"
+            f"target {url} is unreachable: {endpoint.redact(str(reason), 300)}"
         ) from None
     try:
         data = json.loads(body)

@@ -174,3 +174,59 @@ def test_a_body_without_done_is_incomplete(serve: Callable[..., tuple[Server, HT
     ex = send(http, _options(), b"{}", "cut")
     assert ex.error is ErrorClass.INCOMPLETE
     assert len(ex.chunk_times) == 2
+
+
+KEY = "sk-secret-XYZ1234567"
+
+
+def _leaks(text: str, secret: str = KEY, shortest: int = 8) -> list[str]:
+    """Every piece of the secret of ``shortest`` or more characters found in text."""
+    return [
+        secret[i : i + shortest]
+        for i in range(len(secret) - shortest + 1)
+        if secret[i : i + shortest] in text
+    ]
+
+
+def _status_401(body: bytes) -> Script:
+    def script(conn: socket.socket) -> None:
+        head = b"HTTP/1.1 401 Unauthorized\r\ncontent-length: %d\r\n\r\n" % len(body)
+        conn.sendall(head + body)
+
+    return script
+
+
+def _keyed_options() -> RequestOptions:
+    endpoint = Endpoint(base_url="http://127.0.0.1", path="/v1/chat/completions",
+                        headers={}, api_key=KEY)  # fmt: skip
+    return RequestOptions(endpoint=endpoint, stream=True, request_timeout_s=10.0)
+
+
+def test_no_piece_of_the_key_survives_in_an_error_body_at_any_offset(
+    serve: Callable[..., tuple[Server, HTTPClient]],
+) -> None:
+    # The body is read up to 2048 bytes and the detail kept to 240 characters: the key is
+    # placed across both cuts and everywhere between.
+    offsets = range(2060)
+    _, http = serve(*(_status_401(b"x" * i + KEY.encode() + b"y" * 40) for i in offsets))
+    for i in offsets:
+        ex = send(http, _keyed_options(), b"{}", "cut")
+        assert ex.error is ErrorClass.HTTP_STATUS
+        assert not _leaks(ex.error_detail), (i, ex.error_detail)
+        assert len(ex.error_detail) <= 240
+
+
+def test_no_piece_of_the_key_survives_in_an_error_inside_a_stream(
+    serve: Callable[..., tuple[Server, HTTPClient]],
+) -> None:
+    offsets = range(0, 2100, 7)
+
+    def error_event(i: int) -> bytes:
+        message = "x" * i + KEY + "y" * 30
+        return b'data: {"error": {"message": "%s"}}\n\n' % message.encode()
+
+    _, http = serve(*(_stream(CHUNK, error_event(i)) for i in offsets))
+    for i in offsets:
+        ex = send(http, _keyed_options(), b"{}", "cut")
+        assert ex.error is ErrorClass.BROKEN_STREAM, ex.error_detail
+        assert not _leaks(ex.error_detail), (i, ex.error_detail)

@@ -1,0 +1,43 @@
+"""Text from a server, made safe to keep: secrets out first, then clipped to a length.
+
+The order matters. Clipping first can cut a key in two, and the half that stays no longer
+matches the key: a 401 body that echoes the key across the cut would leave most of it in
+``records.parquet``. So every kept text goes through ``safe_text``, which removes each whole
+secret and any piece of one cut off at either edge of the text it was given (the body read was
+itself limited), and only then clips.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+
+MASK = "***"
+#: Edge pieces shorter than this are left: too short to help anyone guess a key, and long
+#: enough that ordinary text rarely ends with the start of a key by chance.
+MIN_EDGE = 4
+
+
+def safe_text(text: str, secrets: Iterable[str | None] = (), limit: int | None = None) -> str:
+    """``text`` without any secret or edge piece of one, then clipped to ``limit`` characters
+    (ending in "..." when clipped)."""
+    for secret in sorted({s for s in secrets if s}, key=len, reverse=True):
+        if len(text) >= MIN_EDGE and text in secret:
+            return MASK  # all that is left is a piece from inside the secret
+        text = text.replace(secret, MASK)
+        text = _mask_edges(text, secret)
+    if limit is not None and len(text) > limit:
+        text = text[: max(limit - 3, 0)] + "..."
+    return text
+
+
+def _mask_edges(text: str, secret: str) -> str:
+    """Mask a tail of text that starts the secret and a head of text that ends it."""
+    for k in range(min(len(secret) - 1, len(text)), MIN_EDGE - 1, -1):
+        if text.endswith(secret[:k]):
+            text = text[:-k] + MASK
+            break
+    for k in range(min(len(secret) - 1, len(text)), MIN_EDGE - 1, -1):
+        if text.startswith(secret[-k:]):
+            text = MASK + text[k:]
+            break
+    return text

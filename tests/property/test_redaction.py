@@ -1,0 +1,45 @@
+"""safe_text: no piece of a secret of 8 or more characters survives, wherever the secret sits
+in the text and wherever the text was cut before or after."""
+
+from __future__ import annotations
+
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from harness.records.redact import MASK, safe_text
+
+SECRET = "sk-secret-XYZ1234567"
+filler = st.text(alphabet='abc xyz:{}"-_0123456789', max_size=300)
+
+
+def leaks(text: str, secret: str = SECRET, shortest: int = 8) -> bool:
+    return any(secret[i : i + shortest] in text for i in range(len(secret) - shortest + 1))
+
+
+@settings(max_examples=500)
+@given(before=filler, after=filler, cut_start=st.integers(0, 400), cut_end=st.integers(0, 400),
+       limit=st.none() | st.integers(0, 500))  # fmt: skip
+def test_no_piece_of_the_secret_survives_a_cut_anywhere(
+    before: str, after: str, cut_start: int, cut_end: int, limit: int | None
+) -> None:
+    whole = before + SECRET + after
+    # What a reader kept of the server's text: any slice of it (a body read to a limit).
+    kept = whole[cut_start : len(whole) - cut_end]
+    assert not leaks(safe_text(kept, (SECRET,), limit))
+
+
+@given(text=filler, limit=st.integers(3, 400))
+def test_text_without_secrets_is_only_clipped(text: str, limit: int) -> None:
+    out = safe_text(text, ("sk-not-in-the-alphabet-QQQ",), limit)
+    assert out == (text if len(text) <= limit else text[: limit - 3] + "...")
+
+
+def test_every_occurrence_and_the_longest_secret_first() -> None:
+    out = safe_text("a sk-secret-XYZ1234567 b sk-secret-XYZ1234567", (SECRET, "sk-secret"))
+    assert out == f"a {MASK} b {MASK}"
+    assert safe_text("nothing", (None, "")) == "nothing"
+
+
+def test_a_piece_cut_from_inside_the_secret_is_masked() -> None:
+    assert safe_text(SECRET[3:17], (SECRET,)) == MASK
+    assert safe_text(SECRET[:12], (SECRET,)) == MASK
