@@ -9,6 +9,8 @@ Locust, and gevent patches the standard library only in the flows that drive loa
 from __future__ import annotations
 
 import sys
+import tempfile
+import traceback
 from pathlib import Path
 
 import click
@@ -16,7 +18,7 @@ from rich.console import Console
 from rich.markup import escape
 
 from harness import __version__
-from harness.errors import ExitCode, HarnessError, RunInterrupted
+from harness.errors import ExitCode, HarnessError, RunInterrupted, noted_run_dir
 
 _err = Console(stderr=True, highlight=False)
 
@@ -207,16 +209,42 @@ def main(argv: list[str] | None = None) -> None:
         cli.main(args=argv, prog_name="harness", standalone_mode=False)
     except RunInterrupted as exc:
         _err.print(f"interrupted: {exc}", soft_wrap=True)
-        sys.exit(130)
+        sys.exit(int(ExitCode.INTERRUPTED))
     except HarnessError as exc:
         _err.print(f"[bold red]error:[/] {escape(str(exc))}", markup=True, soft_wrap=True)
         sys.exit(int(exc.exit_code))
     except click.exceptions.Abort:
         _err.print("aborted")
-        sys.exit(130)
+        sys.exit(int(ExitCode.INTERRUPTED))
     except click.ClickException as exc:
         exc.show()
         sys.exit(int(ExitCode.USAGE))
     except KeyboardInterrupt:
         _err.print("interrupted: records written so far are kept in the run folder")
-        sys.exit(130)
+        sys.exit(int(ExitCode.INTERRUPTED))
+    except Exception as exc:  # a bug: say so in one line, keep the traceback for the report
+        where = _save_traceback()
+        _err.print(
+            f"internal error (a bug in the harness, not a verdict): {type(exc).__name__}: "
+            f"{escape(str(exc)[:300])}; traceback in {where}",
+            soft_wrap=True,
+        )
+        sys.exit(int(ExitCode.INTERNAL))
+
+
+def _save_traceback() -> str:
+    """Write the current exception's traceback into the run folder, or a temporary file when
+    there is none yet; returns where."""
+    text = traceback.format_exc()
+    run_dir = noted_run_dir()
+    try:
+        if run_dir is not None and run_dir.is_dir():
+            path = run_dir / "traceback.txt"
+            path.write_text(text, encoding="utf-8")
+            return str(path)
+    except OSError:
+        pass
+    with tempfile.NamedTemporaryFile("w", prefix="harness-traceback-", suffix=".txt",
+                                     delete=False, encoding="utf-8") as fh:  # fmt: skip
+        fh.write(text)
+    return fh.name

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import enum
+from pathlib import Path
 
 
 class ExitCode(enum.IntEnum):
@@ -13,6 +14,8 @@ class ExitCode(enum.IntEnum):
     USAGE = 2
     INCONCLUSIVE = 3
     INVALID = 4
+    INTERRUPTED = 130  # Ctrl-C or SIGTERM, the shell's code for SIGINT
+    INTERNAL = 70  # a bug in the harness (sysexits' EX_SOFTWARE): never a verdict
 
 
 class HarnessError(Exception):
@@ -55,3 +58,16 @@ class ResultsError(HarnessError):
     """A run folder that is missing, damaged or of an unknown schema version."""
 
     exit_code = ExitCode.USAGE
+
+
+_run_dir: list[Path] = []
+
+
+def note_run_dir(run_dir: Path) -> None:
+    """Remember the run folder this process works in, so that an internal error's traceback is
+    written there, beside the records, for the bug report."""
+    _run_dir[:] = [run_dir]
+
+
+def noted_run_dir() -> Path | None:
+    return _run_dir[0] if _run_dir else None

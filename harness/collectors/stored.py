@@ -28,6 +28,7 @@ from harness.collectors.nvml import energy_joules
 from harness.collectors.series import SAMPLES_PARQUET, Point
 from harness.collectors.session import SAMPLE_SCHEMA, SERVER_NAME
 from harness.collectors.window import HistogramWindow, Window
+from harness.errors import ResultsError
 from harness.records.run_dir import Manifest
 from harness.spec.metrics import METRICS
 
@@ -74,7 +75,17 @@ def _window(sources: list[dict[str, Any]], name: str) -> Window:
 
 
 def read_collection(run_dir: Path, manifest: Manifest) -> StoredCollection | None:
-    """The collectors' data of a run folder, or None when the run collected nothing."""
+    """The collectors' data of a run folder, or None when the run collected nothing; a
+    damaged server.json or samples.parquet exits 2 naming the file."""
+    try:
+        return _read_collection(run_dir, manifest)
+    except (KeyError, TypeError, ValueError, AttributeError) as exc:
+        raise ResultsError(
+            f"{run_dir / SERVER_NAME}: damaged ({type(exc).__name__}: {exc})"
+        ) from None
+
+
+def _read_collection(run_dir: Path, manifest: Manifest) -> StoredCollection | None:
     doc = read_server(run_dir)
     if doc is None:
         return None
@@ -224,13 +235,22 @@ def read_samples(run_dir: Path) -> pa.Table:
     """The run's time series (empty with the schema when none were collected)."""
     path = run_dir / SAMPLES_PARQUET
     if path.exists():
-        return pq.read_table(path, schema=SAMPLE_SCHEMA)
+        try:
+            return pq.read_table(path, schema=SAMPLE_SCHEMA)
+        except (pa.ArrowException, OSError, ValueError) as exc:
+            raise ResultsError(f"{path}: unreadable samples file: {exc}") from None
     return SAMPLE_SCHEMA.empty_table()
 
 
 def read_server(run_dir: Path) -> dict[str, Any] | None:
+    """server.json (None when the run collected nothing); a damaged one exits 2 naming it."""
     path = run_dir / SERVER_NAME
     if not path.exists():
         return None
-    data: dict[str, Any] = json.loads(path.read_text(encoding="utf-8"))
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError) as exc:
+        raise ResultsError(f"{path}: unreadable: {exc}") from None
+    if not isinstance(data, dict) or not isinstance(data.get("sources", []), list):
+        raise ResultsError(f"{path}: not a harness server.json (expected a mapping with sources)")
     return data

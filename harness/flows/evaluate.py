@@ -17,7 +17,7 @@ from rich.console import Console
 
 from harness.canary.compare import CanaryDecision, Comparison, allowances, compare
 from harness.collectors.stored import read_collection
-from harness.errors import ExitCode
+from harness.errors import ExitCode, note_run_dir
 from harness.judge.analysis import RunMetrics, analyse
 from harness.judge.classify import evaluate, exit_code
 from harness.judge.crosscheck import crosscheck
@@ -129,6 +129,7 @@ def evaluate_and_report(
     run_dir: Path, policy_file: Path | None, baseline_dir: Path | None, console: Console
 ) -> ExitCode:
     """The command: judge, print, compare with the baseline if given; the exit code."""
+    note_run_dir(run_dir)
     policy = load_policy(policy_file) if policy_file is not None else stored_policy(run_dir)
     verdict = judge_run(run_dir, policy)
     print_verdict(verdict, console)

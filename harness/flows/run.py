@@ -22,7 +22,7 @@ from harness.collectors.session import (
     plan_sources,
     session_manifest,
 )
-from harness.errors import ExitCode, RunInterrupted
+from harness.errors import ExitCode, RunInterrupted, UsageError, note_run_dir
 from harness.flows.evaluate import judge_run
 from harness.judge.classify import exit_code
 from harness.judge.early import EarlyJudge
@@ -38,7 +38,7 @@ from harness.records.run_dir import Manifest, new_run_dir
 from harness.report.table import print_verdict
 from harness.spec.load import ClosedLoop, PoissonArrivals
 from harness.spec.policy import Policy, load_policy
-from harness.spec.scenario import Scenario, load_scenario, policy_path
+from harness.spec.scenario import Scenario, check_base_url, load_scenario, policy_path
 from harness.workload.base import Workload
 from harness.workload.build import build_workload
 
@@ -85,7 +85,12 @@ def load_inputs(req: RunRequest) -> Inputs:
 @contextlib.contextmanager
 def target_for(req: RunRequest, scenario: Scenario) -> Iterator[ResolvedTarget]:
     """Step 3: the URL given (flag, then scenario) or a built-in simulator started for the run."""
-    url = req.target_url or scenario.target.url
+    url = scenario.target.url
+    if req.target_url is not None:
+        try:
+            url = check_base_url(req.target_url)
+        except ValueError as exc:
+            raise UsageError(f"--target {req.target_url}: {exc}") from None
     model = req.model or scenario.target.model
     timeout = scenario.target.connect_timeout_s
     if url is not None:
@@ -194,6 +199,7 @@ def open_run(
     req: RunRequest, scenario: Scenario, pfile: Path, policy: Policy, target: ResolvedTarget
 ) -> tuple[Path, Manifest]:
     _, run_dir = new_run_dir(req.out, scenario.name)
+    note_run_dir(run_dir)
     manifest = Manifest(
         run_id=run_dir.name,
         scenario_file=str(req.scenario_file),

@@ -102,11 +102,29 @@ def read_table(run_dir: Path) -> pa.Table:
     """The run's records as an Arrow table (Parquet if consolidated, else the JSON lines)."""
     parquet = run_dir / RECORDS_PARQUET
     if parquet.exists():
-        return pq.read_table(parquet, schema=RECORD_SCHEMA)
+        return _read_parquet(parquet)
     jsonl = run_dir / RECORDS_JSONL
     if jsonl.exists():
         return pa.Table.from_pylist(read_jsonl(jsonl), schema=RECORD_SCHEMA)
     raise ResultsError(f"{run_dir}: no {RECORDS_PARQUET} or {RECORDS_JSONL}: not a run folder?")
+
+
+#: Columns every records file this tool ever wrote has; later columns may be missing (null).
+REQUIRED_COLUMNS = ("request_id", "phase", "t_sent", "t_done", "error")
+
+
+def _read_parquet(path: Path) -> pa.Table:
+    """records.parquet, refusing a file that is damaged or is not a harness records file."""
+    try:
+        names = set(pq.read_schema(path).names)
+        missing = [c for c in REQUIRED_COLUMNS if c not in names]
+        if missing:
+            raise ResultsError(
+                f"{path}: not a harness records file (no {', '.join(missing)} column)"
+            )
+        return pq.read_table(path, schema=RECORD_SCHEMA)
+    except (pa.ArrowException, OSError, ValueError) as exc:
+        raise ResultsError(f"{path}: unreadable records file: {exc}") from None
 
 
 def read_frame(run_dir: Path) -> pd.DataFrame:

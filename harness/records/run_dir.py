@@ -117,7 +117,7 @@ def read_manifest(run_dir: Path) -> Manifest:
             policy=data["policy"],
             target=data["target"],
             status=data["status"],
-            timeline=Timeline(**tl) if tl else None,
+            timeline=Timeline(**{k: float(v) for k, v in tl.items()}) if tl else None,
             records=int(data.get("records", 0)),
             load=dict(data.get("load", {})),
             notes=list(data.get("notes", [])),
@@ -125,8 +125,8 @@ def read_manifest(run_dir: Path) -> Manifest:
             tool=data["tool"],
             host=data["host"],
         )
-    except (KeyError, TypeError) as exc:
-        raise ResultsError(f"{path}: damaged manifest ({exc})") from None
+    except (KeyError, TypeError, ValueError, AttributeError) as exc:
+        raise ResultsError(f"{path}: damaged manifest ({type(exc).__name__}: {exc})") from None
 
 
 def new_run_dir(out: Path, scenario_name: str) -> tuple[str, Path]:
@@ -134,7 +134,12 @@ def new_run_dir(out: Path, scenario_name: str) -> tuple[str, Path]:
     stamp = time.strftime("%Y%m%dT%H%M%SZ", time.gmtime())
     run_id = f"{stamp}-{scenario_name}-{secrets.token_hex(2)}"
     run_dir = out / run_id
-    run_dir.mkdir(parents=True, exist_ok=False)
+    try:
+        run_dir.mkdir(parents=True, exist_ok=False)
+    except OSError as exc:
+        raise ResultsError(
+            f"cannot create the run folder {run_dir}: {exc.strerror or exc}"
+        ) from None
     return run_id, run_dir
 
 

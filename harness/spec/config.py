@@ -35,7 +35,9 @@ class StrictModel(BaseModel):
     booleans passing for numbers or numbers and strings for booleans (``rate: true`` is a
     mistake, not 1 request a second)."""
 
-    model_config = ConfigDict(extra="forbid", frozen=True, validate_default=True)
+    model_config = ConfigDict(
+        extra="forbid", frozen=True, validate_default=True, allow_inf_nan=False
+    )
 
     @model_validator(mode="before")
     @classmethod

@@ -50,8 +50,10 @@ class Stage(StrictModel):
     """A stretch of the run at one load level, or a linear ramp to it from the level before."""
 
     duration_s: float = Field(gt=0, le=7 * 86_400)
-    rate: float | None = Field(default=None, ge=0, description="arrivals/s (open loop)")
-    users: int | None = Field(default=None, ge=0, description="concurrent users (closed loop)")
+    rate: float | None = Field(default=None, ge=0, le=100_000, description="arrivals/s (open loop)")
+    users: int | None = Field(
+        default=None, ge=0, le=100_000, description="concurrent users (closed loop)"
+    )
     ramp: bool = Field(
         default=False, description="ramp linearly from the previous stage's level (or 0)"
     )
@@ -65,9 +67,12 @@ class EarlyStop(StrictModel):
     verdict is judged at the same per-look confidence.
     """
 
-    every_s: float = Field(default=10.0, gt=0, description="seconds between looks")
+    every_s: float = Field(default=10.0, gt=0, le=86_400, description="seconds between looks")
     min_s: float = Field(
-        default=30.0, ge=0, description="first look this long after the measured window opens"
+        default=30.0,
+        ge=0,
+        le=7 * 86_400,
+        description="first look this long after the measured window opens",
     )
 
 
@@ -81,18 +86,28 @@ class LoadSpec(StrictModel):
         le=7 * 86_400,
         description="measured window; with stages, defaults to their total less warm-up/cool-down",
     )
-    warmup_s: float = Field(default=0.0, ge=0, description="first part of the run, not judged")
-    cooldown_s: float = Field(default=0.0, ge=0, description="last part of the run, not judged")
+    warmup_s: float = Field(
+        default=0.0, ge=0, le=86_400, description="first part of the run, not judged"
+    )
+    cooldown_s: float = Field(
+        default=0.0, ge=0, le=86_400, description="last part of the run, not judged"
+    )
     stages: list[Stage] | None = Field(
         default=None,
         min_length=1,
         description="load levels over the run (ramp, steps, hold), from its start",
     )
     max_requests: int | None = Field(
-        default=None, ge=1, description="stop sending after this many requests (warm-up included)"
+        default=None,
+        ge=1,
+        le=10**9,
+        description="stop sending after this many requests (warm-up included)",
     )
     drain_timeout_s: float = Field(
-        default=60.0, ge=0, description="after the run, wait this long for in-flight requests"
+        default=60.0,
+        ge=0,
+        le=86_400,
+        description="after the run, wait this long for in-flight requests",
     )
     early_stop: EarlyStop | None = Field(
         default=None,

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 from typing import Any, Literal
+from urllib.parse import urlsplit
 
 from pydantic import Field, field_validator
 
@@ -14,6 +15,26 @@ from harness.spec.load import LoadSpec
 from harness.spec.workload import SyntheticWorkload, WorkloadSpec
 
 SCENARIO_SCHEMA = 1
+
+
+def check_base_url(url: str) -> str:
+    """An OpenAI base URL as clients take it (http[s]://host[:port][/path]), without the
+    trailing slash; ValueError saying what was expected otherwise."""
+    example = "such as http://127.0.0.1:8000/v1"
+    try:
+        parts = urlsplit(url)
+        port = parts.port  # raises on a port that is not a number or is out of range
+    except ValueError as exc:
+        raise ValueError(f"not a URL ({exc}): expected one {example}") from None
+    if parts.scheme not in ("http", "https"):
+        raise ValueError(f"expected an http:// or https:// URL {example}")
+    if not parts.hostname:
+        raise ValueError(f"the URL names no host: expected one {example}")
+    if port == 0:
+        raise ValueError(f"port 0 cannot be reached: expected a URL {example}")
+    if parts.query or parts.fragment:
+        raise ValueError(f"a base URL takes no ?query or #fragment: expected one {example}")
+    return url.rstrip("/")
 
 
 class TargetSpec(StrictModel):
@@ -35,12 +56,17 @@ class TargetSpec(StrictModel):
         pattern=r"^[A-Za-z_][A-Za-z0-9_]*$",
         description="environment variable holding the API key, sent as a bearer token",
     )
-    connect_timeout_s: float = Field(default=10.0, gt=0, description="TCP connect deadline")
+    connect_timeout_s: float = Field(
+        default=10.0, gt=0, le=3600, description="TCP connect deadline"
+    )
     read_timeout_s: float = Field(
-        default=300.0, gt=0, description="longest silence between bytes (long prefills need room)"
+        default=300.0,
+        gt=0,
+        le=86_400,
+        description="longest silence between bytes (long prefills need room)",
     )
     request_timeout_s: float = Field(
-        default=600.0, gt=0, description="deadline for one whole request"
+        default=600.0, gt=0, le=7 * 86_400, description="deadline for one whole request"
     )
     sim: dict[str, Any] = Field(
         default_factory=dict,
@@ -51,11 +77,7 @@ class TargetSpec(StrictModel):
     @field_validator("url")
     @classmethod
     def _http_url(cls, value: str | None) -> str | None:
-        if value is None:
-            return None
-        if not value.startswith(("http://", "https://")):
-            raise ValueError("expected an http:// or https:// URL such as http://127.0.0.1:8000/v1")
-        return value.rstrip("/")
+        return None if value is None else check_base_url(value)
 
     @field_validator("sim")
     @classmethod
@@ -68,7 +90,7 @@ class Scenario(StrictModel):
     """One load run, as users write it."""
 
     schema_version: Literal[1] = Field(default=1, alias="schema", description="file format version")
-    name: str = Field(min_length=1, pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
+    name: str = Field(min_length=1, max_length=80, pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
     description: str = ""
     target: TargetSpec = Field(default_factory=TargetSpec)
     workload: WorkloadSpec = Field(default_factory=SyntheticWorkload)

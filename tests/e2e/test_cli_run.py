@@ -11,7 +11,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from support.cli import HARNESS, ROOT, only_run_dir, read_json, run_cli
+from support.cli import HARNESS, ROOT, assert_exit_matches_verdict, only_run_dir, read_json, run_cli
 
 from harness.load.target import simulator
 from harness.records.log import read_frame
@@ -63,7 +63,7 @@ def test_measured_ttft_and_itl_match_the_simulator(tmp_path: Path) -> None:
             "--set", "load.duration_s=6", "--set", "load.warmup_s=1",
             "--set", "workload.max_tokens=16",
         )  # fmt: skip
-    assert proc.returncode in (0, 1, 3), proc.stdout + proc.stderr  # timing is the subject
+    assert_exit_matches_verdict(proc, only_run_dir(tmp_path))  # timing is the subject
     df = read_frame(only_run_dir(tmp_path))
     df = df[(df["phase"] == "measure") & df["error"].isna()]
     assert len(df) >= 10
@@ -156,7 +156,7 @@ def test_killed_run_keeps_its_records_and_can_be_judged(tmp_path: Path) -> None:
     run_dir = jsonl.parent
     assert read_json(run_dir / "manifest.json")["status"] == "running"
     judged = run_cli("evaluate", str(run_dir))
-    assert judged.returncode in (0, 1, 3), judged.stderr
+    assert_exit_matches_verdict(judged, run_dir)
     verdict = read_json(run_dir / "verdict.json")
     assert verdict["summary"]["requests"] > 0
 

@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from support.cli import HARNESS, ROOT, only_run_dir, run_cli
+from support.cli import HARNESS, ROOT, assert_exit_matches_verdict, only_run_dir, run_cli
 
 from harness.records.log import read_frame
 
@@ -68,4 +68,4 @@ def test_ui_swarms_shows_approximate_rows_and_keeps_raw_records(tmp_path: Path) 
     assert len(df) >= rows["E2EL (approx.)"]
     assert df["error"].isna().all()  # stopping let in-flight requests finish
     judged = run_cli("evaluate", str(run_dir))
-    assert judged.returncode in (0, 1, 3), judged.stderr
+    assert_exit_matches_verdict(judged, run_dir)

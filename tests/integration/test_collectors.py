@@ -12,7 +12,7 @@ from typing import Any
 
 import pytest
 import yaml
-from support.cli import only_run_dir, read_json, run_cli
+from support.cli import DECISION_EXIT, only_run_dir, read_json, run_cli
 from support.http_stub import serving
 from support.litellm_proxy import litellm_proxy
 from support.prometheus import ScrapeTarget, prometheus_server
@@ -221,7 +221,7 @@ def test_litellm_gateway_and_engine_through_prometheus(
                 policy=policy, model="sim-llama-3-8b", duration_s=4, api_key_env="GATEWAY_KEY",
             )  # fmt: skip
             code, run_dir, output = run(path, tmp_path / "out", timeout=180, GATEWAY_KEY=key)
-    assert code in (0, 1), output
+    assert code == DECISION_EXIT[read_json(run_dir / "verdict.json")["decision"]], output
     doc = read_json(run_dir / "server.json")
     gateway = windows(doc, "litellm")["run"]
     engine = windows(doc, "vllm")["run"]

@@ -9,7 +9,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from support.cli import only_run_dir, read_json, run_cli
+from support.cli import assert_exit_matches_verdict, only_run_dir, read_json, run_cli
 
 from harness.load.target import simulator
 from harness.records.log import read_frame
@@ -25,9 +25,9 @@ def _run(tmp_path: Path, sim: dict[str, Any], *sets: str) -> tuple[int, Path]:
         args += ["--set", item]
     with simulator(sim) as url:
         proc = run_cli("run", SMOKE, "--target", url, "--out", str(tmp_path), *args)
-    assert proc.returncode in (0, 1, 3), proc.stdout + proc.stderr
-    assert "Traceback" not in proc.stderr
-    return proc.returncode, only_run_dir(tmp_path)
+    run_dir = only_run_dir(tmp_path)
+    assert_exit_matches_verdict(proc, run_dir)
+    return proc.returncode, run_dir
 
 
 def test_every_fault_lands_in_its_error_class(tmp_path: Path) -> None:
@@ -108,7 +108,7 @@ def test_concurrency_cap_holds_back_arrivals_and_records_the_lag(tmp_path: Path)
     assert lag.max() > 1.0
     summary = read_json(run_dir / "verdict.json")["summary"]
     assert summary["schedule_lag_s"]["p99"] > 1.0
-    assert code in (0, 1)
+    assert code in (0, 1)  # 3 s at a cap of 2 still decides the quick policy
 
 
 def test_max_requests_ends_the_run_and_rates_use_the_time_load_was_offered(

@@ -37,3 +37,18 @@ def only_run_dir(out: Path) -> Path:
 
 def read_json(path: Path) -> Any:
     return json.loads(path.read_text(encoding="utf-8"))
+
+
+#: The exit code each decision gives (docs/architecture.md): a crash matches none of them.
+DECISION_EXIT = {"PASS": 0, "WARN": 0, "FAIL": 1, "INCONCLUSIVE": 3, "INVALID": 4}
+
+
+def assert_exit_matches_verdict(proc: subprocess.CompletedProcess[str], run_dir: Path) -> str:
+    """The process exited with exactly the code of the decision it wrote; the decision.
+
+    For runs whose decision depends on timing: the test cannot name the decision in advance,
+    but a crash, or an exit code that disagrees with verdict.json, still fails it."""
+    decision = str(read_json(run_dir / "verdict.json")["decision"])
+    assert proc.returncode == DECISION_EXIT[decision], (decision, proc.stdout + proc.stderr)
+    assert "Traceback" not in proc.stderr
+    return decision
