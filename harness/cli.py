@@ -57,7 +57,9 @@ def cli() -> None:
 @cli.command("run")
 @click.argument("scenario", type=click.Path(path_type=Path, dir_okay=False))
 @click.option("--target", "target_url", help="OpenAI base URL, e.g. http://host:8000/v1")
-@click.option("--model", help="model name to request (default: scenario, else first listed)")
+@click.option(
+    "--model", help="model name to request (default: scenario, else the one the target lists)"
+)
 @click.option(
     "--policy",
     "policy_file",
@@ -141,7 +143,9 @@ def evaluate_command(run_dir: Path, policy_file: Path | None, baseline_dir: Path
 @cli.command("ui")
 @click.argument("scenario", type=click.Path(path_type=Path, dir_okay=False))
 @click.option("--target", "target_url", help="OpenAI base URL, e.g. http://host:8000/v1")
-@click.option("--model", help="model name to request (default: scenario, else first listed)")
+@click.option(
+    "--model", help="model name to request (default: scenario, else the one the target lists)"
+)
 @click.option("--out", type=click.Path(path_type=Path, file_okay=False), default=Path("results"),
               show_default=True, help="folder that receives the run folder")  # fmt: skip
 @click.option("--set", "overrides", multiple=True, metavar="KEY=VALUE",

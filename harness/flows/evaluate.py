@@ -13,6 +13,8 @@ from __future__ import annotations
 from dataclasses import replace
 from pathlib import Path
 
+import pyarrow as pa
+import pyarrow.compute as pc
 from rich.console import Console
 
 from harness.canary.compare import CanaryDecision, Comparison, allowances, compare
@@ -26,6 +28,7 @@ from harness.judge.server import collected_summary, share_bounds, with_collected
 from harness.judge.steady import steady_state, window_metrics
 from harness.judge.verdict import Verdict
 from harness.records.log import read_table
+from harness.records.record import ErrorClass
 from harness.records.run_dir import MANIFEST_NAME, Manifest, measured_window, read_manifest
 from harness.report.comparison import print_comparison, write_comparison
 from harness.report.files import write_reports
@@ -47,7 +50,7 @@ _SEVERITY = (ExitCode.PASS, ExitCode.INCONCLUSIVE, ExitCode.FAIL, ExitCode.INVAL
 def read_run(run_dir: Path, policy: Policy) -> tuple[RunMetrics, Manifest]:
     """A run's client metrics over its measured window (from the records if it was killed)."""
     manifest = read_manifest(run_dir)
-    table = read_table(run_dir)
+    table, _ = without_aborted(read_table(run_dir))
     return analyse(table, *measured_window(manifest, table), policy.goodput), manifest
 
 
@@ -92,7 +95,8 @@ def combined_exit(verdict_code: ExitCode, decision: CanaryDecision) -> ExitCode:
 def judge_run(run_dir: Path, policy: Policy, write: bool = True) -> Verdict:
     """Judge a stored run (also the last step of `run`); writes the reports."""
     manifest = read_manifest(run_dir)
-    table = read_table(run_dir)
+    everything = read_table(run_dir)
+    table, aborted = without_aborted(everything)
     early = manifest.load.get("early_stop")
     if isinstance(early, dict) and "confidence_per_look" in early:
         # Judged at the confidence each look had, or the looks would have spent it twice.
@@ -100,7 +104,8 @@ def judge_run(run_dir: Path, policy: Policy, write: bool = True) -> Verdict:
     start, end = measured_window(manifest, table)
     metrics = analyse(table, start, end, policy.goodput)
     collected = read_collection(run_dir, manifest)
-    checks = crosscheck(table, collected) if collected is not None else []
+    # The server saw the aborted requests too: the client's side of the count keeps them.
+    checks = crosscheck(everything, collected) if collected is not None else []
     checks.append(steady_state(table, start, end, policy.confidence))
     windows = {
         length: window_metrics(table, start, end, length, policy.goodput)
@@ -113,10 +118,37 @@ def judge_run(run_dir: Path, policy: Policy, write: bool = True) -> Verdict:
         checks=checks,
         collected=collected_summary(collected, share_bounds(policy.objectives)),
         windows=windows,
+        interrupted=interruption(manifest, aborted),
     )
     if write:
         write_reports(run_dir, verdict)
     return verdict
+
+
+def without_aborted(table: pa.Table) -> tuple[pa.Table, int]:
+    """The records less those a signal aborted in flight (they say nothing of the target: an
+    interrupted run is judged on what was sent before the signal and finished), and how many
+    those were."""
+    aborted = pc.fill_null(pc.equal(table["error"], ErrorClass.ABORTED.value), False)
+    count = int(pc.sum(aborted).as_py() or 0)
+    return (table.filter(pc.invert(aborted)) if count else table), count
+
+
+def interruption(manifest: Manifest, aborted: int) -> str | None:
+    """How a signal cut the run short, for verdict.json and the reports; None if it did not."""
+    info = manifest.load.get("interrupted")
+    if not isinstance(info, dict) and not aborted:
+        return None
+    if not isinstance(info, dict):
+        return f"{aborted} request(s) were aborted in flight by an interrupt and left out"
+    measured, planned = info.get("measured_s"), info.get("planned_measured_s")
+    span = ""
+    if isinstance(measured, int | float) and isinstance(planned, int | float):
+        span = f", {measured:.1f} s into the {planned:g} s measured window"
+    return (
+        f"interrupted by {info.get('signal')} at {info.get('at')}{span}; {aborted} request(s) "
+        "in flight were aborted and left out of the verdict"
+    )
 
 
 def stored_policy(run_dir: Path) -> Policy:

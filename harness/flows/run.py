@@ -8,6 +8,7 @@ write reports. Each step raises a HarnessError with its exit code.
 from __future__ import annotations
 
 import contextlib
+import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -61,6 +62,7 @@ class RunRequest:
 class RunResult:
     run_dir: Path
     verdict: Verdict
+    interrupted: str | None = None  # the signal that stopped the load early
 
 
 @dataclass(frozen=True, slots=True)
@@ -92,20 +94,15 @@ def target_for(req: RunRequest, scenario: Scenario) -> Iterator[ResolvedTarget]:
         except ValueError as exc:
             raise UsageError(f"--target {req.target_url}: {exc}") from None
     model = req.model or scenario.target.model
-    timeout = scenario.target.connect_timeout_s
+    t = scenario.target
     if url is not None:
         url = url.rstrip("/")
-        yield resolve(url, endpoint_for(scenario, url), model, timeout)
+        yield resolve(url, endpoint_for(scenario, url), model, t.connect_timeout_s, t.api,
+                      t.read_timeout_s)  # fmt: skip
         return
     with simulator(scenario.target.sim) as sim_url:
-        yield resolve(
-            sim_url,
-            endpoint_for(scenario, sim_url),
-            model,
-            timeout,
-            kind="simulator",
-            simulator=dict(scenario.target.sim),
-        )
+        yield resolve(sim_url, endpoint_for(scenario, sim_url), model, t.connect_timeout_s, t.api,
+                      t.read_timeout_s, kind="simulator", simulator=dict(t.sim))  # fmt: skip
 
 
 def run_and_report(req: RunRequest, console: Console, announce: Callable[[str], None]) -> ExitCode:
@@ -113,6 +110,9 @@ def run_and_report(req: RunRequest, console: Console, announce: Callable[[str], 
     result = execute(req, announce)
     print_verdict(result.verdict, console)
     console.print(f"results: {result.run_dir}", soft_wrap=True)
+    if result.interrupted is not None:
+        # The verdict on what was measured is in the folder; the exit code says it was cut.
+        return ExitCode.INTERRUPTED
     return exit_code(result.verdict.decision)
 
 
@@ -123,6 +123,8 @@ def execute(req: RunRequest, announce: Callable[[str], None] = lambda _: None) -
     with target_for(req, scenario) as target:
         run_dir, manifest = open_run(req, scenario, inputs.policy_file, policy, target)
         announce(describe(scenario, target, run_dir))
+        for note in target.notes:
+            announce(f"note: {note}")
         collection = CollectorSession(
             scenario.collect, run_dir, plan_sources(scenario.collect, target.url)
         )
@@ -148,7 +150,7 @@ def execute(req: RunRequest, announce: Callable[[str], None] = lambda _: None) -
         collection.stop()  # the last reading, after the drain
         finalize(collection, outcome.timeline)  # Prometheus is read while the target is up
         manifest.collect = session_manifest(collection)
-    manifest.status = "complete"
+    manifest.status = "complete" if outcome.interrupted is None else "interrupted"
     manifest.timeline = outcome.timeline
     manifest.records = log.count
     manifest.load = {
@@ -156,6 +158,16 @@ def execute(req: RunRequest, announce: Callable[[str], None] = lambda _: None) -
         "sent": outcome.sent,
         "cut_at_drain": outcome.cut_at_drain,
     }
+    if outcome.interrupted is not None:
+        tl = outcome.timeline
+        at = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(tl.wall_start + tl.t_end - tl.t_start))
+        manifest.load["interrupted"] = {
+            "signal": outcome.interrupted,
+            "at": at,
+            "measured_s": tl.measure_end - tl.measure_start,
+            "planned_measured_s": scenario.load.measured_s,
+        }
+        manifest.notes.append(f"interrupted by {outcome.interrupted} at {at}")
     if early_stop is not None:
         manifest.load["early_stop"] = early_stop
         if early_stop["stopped"]:
@@ -171,7 +183,7 @@ def execute(req: RunRequest, announce: Callable[[str], None] = lambda _: None) -
     consolidate(run_dir)
     manifest.write(run_dir)
     verdict = judge_run(run_dir, policy)
-    return RunResult(run_dir=run_dir, verdict=verdict)
+    return RunResult(run_dir=run_dir, verdict=verdict, interrupted=outcome.interrupted)
 
 
 def describe(scenario: Scenario, target: ResolvedTarget, run_dir: Path) -> str:
@@ -207,6 +219,7 @@ def open_run(
         policy_file=str(pfile),
         policy=policy.model_dump(mode="json", by_alias=True),
         target=target.manifest(),
+        notes=list(target.notes),
     )
     manifest.write(run_dir)
     return run_dir, manifest

@@ -60,6 +60,7 @@ def evaluate(
     checks: Sequence[CheckResult] = (),
     collected: Mapping[str, Any] | None = None,
     windows: Mapping[float, Sequence[tuple[float, float, RunMetrics]]] | None = None,
+    interrupted: str | None = None,
 ) -> Verdict:
     """Judge every objective of policy on metrics; ``invalid_reason`` marks a run unjudgeable.
 
@@ -84,6 +85,7 @@ def evaluate(
         invalid_reason=invalid_reason,
         checks=tuple(checks),
         collected=collected,
+        interrupted=interrupted,
     )
 
 

@@ -105,6 +105,7 @@ class Verdict:
     invalid_reason: str | None = None
     checks: tuple[CheckResult, ...] = ()  # client against server (harness.judge.crosscheck)
     collected: Mapping[str, Any] | None = None  # which collectors ran, and what they lacked
+    interrupted: str | None = None  # how a signal cut the run short, and what was left out
     schema: int = VERDICT_SCHEMA
 
     def to_json_dict(self) -> dict[str, Any]:
@@ -132,7 +133,7 @@ class Verdict:
                 "p99": _num(st.p99),
                 "n": st.n,
             }
-        return {
+        doc: dict[str, Any] = {
             "schema": self.schema,
             "decision": self.decision.value,
             "objectives": [
@@ -159,6 +160,9 @@ class Verdict:
             "checks": [{"name": c.name, "ok": c.ok, "detail": c.detail} for c in self.checks],
             "collected": self.collected,
         }
+        if self.interrupted is not None:  # only then: earlier verdicts keep their bytes
+            doc["interrupted"] = self.interrupted
+        return doc
 
     def to_json(self) -> str:
         return json.dumps(self.to_json_dict(), indent=2, allow_nan=False) + "\n"

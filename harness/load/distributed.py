@@ -33,7 +33,7 @@ from harness.load.driver import (
     configure_driver,
     cut_in_flight,
     generator_report,
-    stop_on_sigterm,
+    stop_on_signals,
 )
 from harness.load.guard import LoadGuard
 from harness.load.openai_api import endpoint_for
@@ -153,7 +153,7 @@ def run_master(
     else:
         announce(f"waiting for {workers} worker(s): harness worker --master HOST:{port}")
     stop_signal: list[int] = []
-    stop_on_sigterm(state, stop_signal)
+    stop_on_signals(state, stop_signal)
     try:
         _await(lambda: len(runner.clients.ready) >= workers, connect_timeout_s,
                f"{workers} worker(s) did not connect within {connect_timeout_s:g} s")  # fmt: skip
@@ -193,7 +193,7 @@ def run_master(
         budget = scenario.load.total_s + scenario.load.drain_timeout_s + 120.0
         gevent.wait([got.all_done, state.finished], timeout=budget, count=1)
         if stop_signal:
-            raise KeyboardInterrupt("stopped by SIGTERM")
+            raise KeyboardInterrupt(f"stopped by {state.interrupted}")
         if not got.all_done.is_set():
             missing = sorted(set(range(workers)) - set(got.done))
             raise DistributedError(f"worker(s) {missing} did not finish within {budget:.0f} s")
@@ -353,6 +353,8 @@ def run_worker(master_host: str, master_port: int, timeout_s: float = 7 * 86_400
     finally:
         state = state_box.get("state")
         if state is not None:
+            # Still in flight when the master quit: the run was stopped, not failed.
+            state.interrupted = state.interrupted or "the master"
             cut_in_flight(state)
 
 

@@ -32,7 +32,7 @@ from harness.load.guard import LoadGuard
 from harness.load.openai_api import Endpoint, request_body
 from harness.load.schedule import arrival_offsets, users_at
 from harness.records.generator import GuardReport
-from harness.records.record import Phase, RequestRecord
+from harness.records.record import ErrorClass, Phase, RequestRecord
 from harness.records.run_dir import Timeline
 from harness.spec.load import ClosedLoop, GammaArrivals, OpenArrival
 from harness.spec.scenario import Scenario
@@ -74,6 +74,10 @@ class RunState:
     stop_sending: Event = field(default_factory=Event)  # early stop: no new arrivals
     measure_start: float | None = None  # set by the schedule when it starts
     stopped_early: str | None = None  # why sending stopped before the planned end
+    interrupted: str | None = None  # the signal that stopped the run (SIGINT, SIGTERM)
+    t_interrupted: float | None = None
+    started: tuple[float, float] | None = None  # (wall, monotonic) when the schedule began
+    planned_measure_end: float | None = None
 
 
 @dataclass(frozen=True)
@@ -84,6 +88,7 @@ class LoadOutcome:
     sent: int
     cut_at_drain: int
     stopped_early: str | None = None
+    interrupted: str | None = None  # "SIGINT" / "SIGTERM" when the user stopped the run
     # Per load generator ("local", or "w0", "w1", ...): its saturation guard's report
     # (GuardReport.to_dict()) plus "dispatch_lag_p99_s" (open loop) for the manifest.
     generators: dict[str, dict[str, Any]] = field(default_factory=dict)
@@ -133,6 +138,8 @@ class LoadSchedule:
         self.measure_end = self.measure_start + load.measured_s
         self.send_end = self.t_start + load.total_s
         self.user.state.measure_start = self.measure_start
+        self.user.state.started = (wall_start, self.t_start)
+        self.user.state.planned_measure_end = self.measure_end
         arrival = load.arrival
         if isinstance(arrival, ClosedLoop):
             self._closed_loop()
@@ -260,6 +267,11 @@ class LoadSchedule:
             try:
                 ex = send(self.http, self.options, body, state.cut_reason, want_text=want_text)
             except Cut as cut:
+                if state.interrupted is not None:
+                    cut.exchange.error = ErrorClass.ABORTED
+                    cut.exchange.error_detail = (
+                        f"in flight when {state.interrupted} stopped the run"
+                    )
                 state.sink(_make_record(self, request_id, intended, cut.exchange, spec))
                 raise
             record = _make_record(self, request_id, intended, ex, spec)
@@ -339,16 +351,22 @@ def configure_driver(plan: LoadPlan, state: RunState) -> type[OpenAIDriver]:
     return OpenAIDriver
 
 
-def stop_on_sigterm(state: RunState, stop_signal: list[int]) -> None:
-    """A CI job cancelled with SIGTERM must still leave a consistent run folder and stop the
-    simulator: the signal becomes an orderly stop instead of an instant exit. The handler
-    stays for the rest of the process, so a second SIGTERM cannot cut the clean-up short."""
+def stop_on_signals(state: RunState, stop_signal: list[int]) -> None:
+    """The one place SIGINT (Ctrl-C) and SIGTERM (a cancelled CI job) are handled while load
+    runs: on the event loop's own watcher, never inside a request greenlet, each becomes an
+    orderly stop. What is in flight is then recorded as aborted, the run folder stays
+    consistent and the simulator is stopped. The handlers stay for the rest of the process, so
+    a second signal cannot cut the clean-up short."""
 
     def on_signal(signum: int) -> None:
+        if not stop_signal:
+            state.interrupted = signal.Signals(signum).name
+            state.t_interrupted = time.monotonic()
         stop_signal.append(signum)
         state.finished.set()
 
-    gevent.signal_handler(signal.SIGTERM, on_signal, signal.SIGTERM)
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        gevent.signal_handler(signum, on_signal, signum)
 
 
 def cut_in_flight(state: RunState) -> None:
@@ -381,7 +399,7 @@ def run_load(
     runner = env.create_local_runner()
     budget = plan.scenario.load.total_s + plan.scenario.load.drain_timeout_s + 60.0
     stop_signal: list[int] = []
-    stop_on_sigterm(state, stop_signal)
+    stop_on_signals(state, stop_signal)
     guard = LoadGuard()
     guard.start()
     early = plan.scenario.load.early_stop
@@ -397,10 +415,10 @@ def run_load(
         report = guard.stop()
         runner.quit()  # first the driver, so nothing new is spawned ...
         cut_in_flight(state)  # ... then what was in flight, each recorded as cut
-    if stop_signal:
-        raise KeyboardInterrupt(f"stopped by signal {signal.Signals(stop_signal[0]).name}")
     if state.failure is not None:
         raise state.failure
+    if state.interrupted is not None:
+        state.timeline = _timeline_at_interrupt(state)
     if state.timeline is None:
         raise RuntimeError(f"load did not finish within {budget:.0f} s")
     return LoadOutcome(
@@ -408,7 +426,26 @@ def run_load(
         sent=state.sent,
         cut_at_drain=state.cut_at_drain,
         stopped_early=state.stopped_early,
+        interrupted=state.interrupted,
         generators={plan.worker: generator_report(report, state)},
+    )
+
+
+def _timeline_at_interrupt(state: RunState) -> Timeline:
+    """The run's marks when a signal stopped it: the measured window ends at the signal (or
+    is empty if the signal came during the warm-up)."""
+    now, wall_now = time.monotonic(), time.time()
+    wall_start, t_start = state.started or (wall_now, now)
+    measure_start = state.measure_start if state.measure_start is not None else now
+    stop = state.t_interrupted if state.t_interrupted is not None else now
+    planned_end = state.planned_measure_end if state.planned_measure_end is not None else stop
+    return Timeline(
+        wall_start=wall_start,
+        t_start=t_start,
+        measure_start=measure_start,
+        measure_end=max(measure_start, min(planned_end, stop)),
+        t_end=now,
+        wall_end=wall_now,
     )
 
 

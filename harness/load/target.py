@@ -17,7 +17,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
 
-from harness.errors import TargetUnreachable
+from harness.errors import TargetUnreachable, UsageError
 from harness.load.openai_api import Endpoint
 from harness.sim.settings import SimSettings
 
@@ -31,6 +31,8 @@ class ResolvedTarget:
     models: tuple[str, ...]
     kind: str  # "simulator" or "external"
     simulator: dict[str, Any] | None = None
+    preflight: dict[str, Any] | None = None  # the test request's answer: status, seconds
+    notes: tuple[str, ...] = ()  # warnings for the user and the manifest
 
     def manifest(self) -> dict[str, Any]:
         return {
@@ -39,22 +41,23 @@ class ResolvedTarget:
             "models": list(self.models),
             "kind": self.kind,
             "simulator": self.simulator,
+            "preflight": self.preflight,
         }
 
 
 def list_models(url: str, endpoint: Endpoint, timeout_s: float) -> tuple[str, ...]:
-    """GET /models; a refusal or an error status means the run cannot start (exit 4)."""
+    """GET /models; a refused key exits 2, no answer or an error status 4."""
     req = urllib.request.Request(url + "/models", headers=_auth_only(endpoint.headers))
     try:
         with urllib.request.urlopen(req, timeout=timeout_s) as resp:
             body = resp.read()
     except urllib.error.HTTPError as exc:
-        hint = ""
         if exc.code in (401, 403):
-            hint = " (check the API key variable the scenario names in target.api_key_env)"
-        raise TargetUnreachable(
-            f"target {url} answered HTTP {exc.code} to GET /models{hint}"
-        ) from None
+            raise UsageError(
+                f"target {url} refused the API key: HTTP {exc.code} to GET /models: "
+                f"{_answer(exc, endpoint)} (check the variable target.api_key_env names)"
+            ) from None
+        raise TargetUnreachable(f"target {url} answered HTTP {exc.code} to GET /models") from None
     except (urllib.error.URLError, OSError) as exc:
         reason = getattr(exc, "reason", exc)
         raise TargetUnreachable(
@@ -73,21 +76,85 @@ def _auth_only(headers: dict[str, str]) -> dict[str, str]:
     return {k: v for k, v in headers.items() if k.lower() == "authorization"}
 
 
+def _answer(exc: urllib.error.HTTPError, endpoint: Endpoint) -> str:
+    """What the target said with an error status: its body, without the key, kept short."""
+    try:
+        body = exc.read(2048).decode("utf-8", "replace")
+    except OSError:
+        body = ""
+    return endpoint.redact(" ".join(body.split()) or str(exc.reason), 300)
+
+
+def preflight(
+    url: str, endpoint: Endpoint, model: str, api: str, timeout_s: float
+) -> dict[str, Any]:
+    """One small request with the scenario's model, API and key before any load, so that a
+    wrong key or model stops the run with the target's answer (exit 2) instead of a full
+    load of errors that CI would read as a failed canary. 5xx and 429 answers do not stop
+    it: the load measures those, and a target that fails is a failed canary."""
+    content: dict[str, Any] = (
+        {"messages": [{"role": "user", "content": "Hello"}]}
+        if api == "chat"
+        else {"prompt": "Hello"}
+    )
+    body = json.dumps({"model": model, "max_tokens": 1, "stream": False, **content}).encode()
+    headers = {**_auth_only(endpoint.headers), "Content-Type": "application/json",
+               "Accept": "application/json"}  # fmt: skip
+    req = urllib.request.Request(endpoint.base_url + endpoint.path, data=body, headers=headers,
+                                 method="POST")  # fmt: skip
+    started = time.monotonic()
+    try:
+        with urllib.request.urlopen(req, timeout=timeout_s) as resp:
+            resp.read()
+            status = int(resp.status)
+    except urllib.error.HTTPError as exc:
+        status = exc.code
+        said = _answer(exc, endpoint)
+        where = f"target {url} answered HTTP {status} to a test request for model {model!r}"
+        if status in (401, 403):
+            raise UsageError(
+                f"{where}: {said} (check the API key variable target.api_key_env names)"
+            ) from None
+        if status == 404 or (status == 400 and "model" in said.lower()):
+            raise UsageError(f"{where}: {said}") from None
+    except (urllib.error.URLError, OSError) as exc:
+        reason = getattr(exc, "reason", exc)
+        raise TargetUnreachable(
+            f"target {url} did not answer a test request: {endpoint.redact(str(reason), 300)}"
+        ) from None
+    return {"status": status, "seconds": round(time.monotonic() - started, 3)}
+
+
 def resolve(
     url: str,
     endpoint: Endpoint,
     model: str | None,
     timeout_s: float,
+    api: str = "chat",
+    read_timeout_s: float = 300.0,
     kind: str = "external",
     simulator: dict[str, Any] | None = None,
 ) -> ResolvedTarget:
-    """Check the target answers and pick the model (explicit, else the first listed)."""
+    """Check the target answers, pick the model (the one it lists, when none is named) and
+    send it one test request."""
     models = list_models(url, endpoint, timeout_s)
+    notes: list[str] = []
     if model is None:
-        if not models:
-            raise TargetUnreachable(f"target {url} lists no models; name one with --model")
+        if len(models) != 1:
+            listed = ", ".join(models[:5]) + (
+                f" and {len(models) - 5} more" if len(models) > 5 else ""
+            )
+            what = f"lists {len(models)} models ({listed})" if models else "lists no models"
+            raise UsageError(f"target {url} {what}: name one with --model or target.model")
         model = models[0]
-    return ResolvedTarget(url=url, model=model, models=models, kind=kind, simulator=simulator)
+    elif model not in models:
+        # Gateways route names they do not list (LiteLLM wildcards); an engine answers 404,
+        # which the test request below turns into an error.
+        notes.append(f"model {model!r} is not in the target's model list; it answered a test "
+                     "request, so a gateway route serves it")  # fmt: skip
+    check = preflight(url, endpoint, model, api, read_timeout_s)
+    return ResolvedTarget(url=url, model=model, models=models, kind=kind, simulator=simulator,
+                          preflight=check, notes=tuple(notes))  # fmt: skip
 
 
 @contextlib.contextmanager

@@ -10,16 +10,14 @@ from __future__ import annotations
 
 import itertools
 import math
-import signal
 import sys
 from collections.abc import Callable
 from typing import ClassVar
 
-import gevent
 from locust import FastHttpUser, constant, task
 from locust.env import Environment
 
-from harness.load.driver import LoadPlan, LoadSchedule, RunState, stop_on_sigterm
+from harness.load.driver import LoadPlan, LoadSchedule, RunState, stop_on_signals
 from harness.load.openai_api import endpoint_for
 from harness.records.log import RecordLog
 from harness.spec.scenario import Scenario
@@ -79,8 +77,7 @@ def serve_ui(
     announce(f"Locust UI on http://{host}:{port} (TTFT/E2EL rows there are approximate); "
              "Ctrl-C to stop")  # fmt: skip
     stop_signal: list[int] = []
-    stop_on_sigterm(state, stop_signal)
-    gevent.signal_handler(signal.SIGINT, state.finished.set)  # Ctrl-C: the same orderly stop
+    stop_on_signals(state, stop_signal)
     try:
         state.finished.wait()
     finally:

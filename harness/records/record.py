@@ -22,6 +22,9 @@ class ErrorClass(enum.StrEnum):
     BROKEN_STREAM = "broken_stream"  # connection lost in the middle of the body
     MALFORMED_CHUNK = "malformed_chunk"  # a data line that is not valid JSON / not a completion
     INCOMPLETE = "incomplete"  # body ended without [DONE], or no content generated
+    # In flight when the user stopped the run (Ctrl-C, SIGTERM): not a failure of the target.
+    # Kept on disk so every request sent has its record; the judge leaves these out.
+    ABORTED = "aborted"
 
 
 @dataclass(frozen=True, slots=True)

@@ -46,7 +46,7 @@ class Manifest:
     policy_file: str
     policy: dict[str, Any]
     target: dict[str, Any]
-    status: str = "running"  # running -> complete | aborted
+    status: str = "running"  # running -> complete | interrupted (a signal) | aborted (an error)
     timeline: Timeline | None = None
     records: int = 0
     load: dict[str, Any] = field(default_factory=dict)  # generators, requests sent, cuts

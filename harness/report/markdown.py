@@ -36,6 +36,8 @@ def render_markdown(verdict: Verdict) -> str:
     lines.append(f"Policy `{verdict.policy}`.")
     if verdict.invalid_reason:
         lines.append(f"The run is invalid: {cell(verdict.invalid_reason)}.")
+    if verdict.interrupted:
+        lines.append(f"The run was cut short: {cell(verdict.interrupted)}.")
     lines += [
         "",
         "### Objectives",

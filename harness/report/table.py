@@ -70,6 +70,8 @@ def verdict_renderable(verdict: Verdict) -> RenderableType:
             note = Text(f"client vs server, {check.name}: ", style="bold yellow")
             note.append(check.detail)
             notes.append(note)
+    if verdict.interrupted:
+        notes.append(Text(f"the run was cut short: {verdict.interrupted}", style="bold magenta"))
     collected = collectors_line(verdict)
     if collected:
         notes.append(Text(collected, style="dim"))

@@ -45,7 +45,7 @@ class TargetSpec(StrictModel):
         description="OpenAI base URL, e.g. http://host:8000/v1; null starts the built-in simulator",
     )
     model: str | None = Field(
-        default=None, description="model name to request; null takes the first of /v1/models"
+        default=None, description="model name to request; null: the one model /v1/models lists"
     )
     api: Literal["chat", "completions"] = Field(
         default="chat", description="/v1/chat/completions or /v1/completions"

@@ -114,11 +114,14 @@ def test_direct_scrape_and_prometheus_agree_on_one_run(tmp_path: Path, prometheu
     sent = client_tokens(run_dir)
     frame = read_frame(run_dir)
     answered = int(frame["status"].notna().sum())
-    # The whole run: both modes see every request, so they agree exactly with the client.
+    # The whole run: both modes see every request, so they agree exactly with the client, but
+    # for the one-token test request sent before the load, which lands in the run window when
+    # the server counts it after the first reading (a scrape or Prometheus sample).
+    assert read_json(run_dir / "manifest.json")["target"]["preflight"]["status"] == 200
     for w in (direct["run"], prom_w["run"]):
-        assert sum(w["counters"]["server.generation_tokens"].values()) == sent
-        assert sum(w["counters"]["server.http_requests"].values()) == answered
-        assert w["histograms"]["server.ttft"]["count"] == answered
+        assert sum(w["counters"]["server.generation_tokens"].values()) - sent in (0, 1)
+        assert sum(w["counters"]["server.http_requests"].values()) - answered in (0, 1)
+        assert w["histograms"]["server.ttft"]["count"] - answered in (0, 1)
     # The measured window: the two modes read the counters at instants up to one scrape
     # interval apart (8 req/s, 1 s interval), so they agree within about one interval's worth.
     a = direct["measure"]["histograms"]["server.e2el"]["count"]
@@ -181,7 +184,10 @@ def test_llama_cpp_through_prometheus(tmp_path: Path, llama_url: str, prometheus
     source = doc["sources"][0]
     assert source["kind"] == "llamacpp"  # detected from the series Prometheus holds
     run_w = source["windows"]["run"]
-    assert sum(run_w["counters"]["server.generation_tokens"].values()) == client_tokens(run_dir)
+    # (+1 at most: the one-token test request before the load, when counted after the first
+    # reading.)
+    extra = sum(run_w["counters"]["server.generation_tokens"].values()) - client_tokens(run_dir)
+    assert extra in (0, 1)
     verdict = read_json(run_dir / "verdict.json")
     assert objective(verdict, "tokens")["verdict"] == "PASS"
     assert objective(verdict, "waiting")["verdict"] == "PASS"
@@ -228,9 +234,10 @@ def test_litellm_gateway_and_engine_through_prometheus(
     frame = read_frame(run_dir)
     ok = int(frame["error"].isna().sum())
     assert ok > 10
-    assert gateway["counters"]["gateway.requests"].get("status_code=200") == ok
-    assert gateway["histograms"]["gateway.e2el"]["count"] == ok
-    assert sum(engine["counters"]["server.http_requests"].values()) == ok
+    # Each count may hold the one test request sent before the load (see above).
+    assert gateway["counters"]["gateway.requests"].get("status_code=200") - ok in (0, 1)
+    assert gateway["histograms"]["gateway.e2el"]["count"] - ok in (0, 1)
+    assert sum(engine["counters"]["server.http_requests"].values()) - ok in (0, 1)
     verdict = read_json(run_dir / "verdict.json")
     assert objective(verdict, "gateway-errors")["verdict"] == "PASS"
     for f in run_dir.iterdir():  # the key never reaches results

@@ -27,7 +27,8 @@ def test_an_internal_error_exits_70_with_its_traceback_in_the_run_folder(
     monkeypatch.setattr(evaluate_flow, "stored_policy", _boom)
     with pytest.raises(SystemExit) as done:
         cli.main(["evaluate", str(run_dir)])
-    assert done.value.code == ExitCode.INTERNAL == 70
+    assert done.value.code == ExitCode.INTERNAL
+    assert int(ExitCode.INTERNAL) == 70
     err = capsys.readouterr().err
     assert "internal error" in err
     assert "ZeroDivisionError: a bug in a step" in err
