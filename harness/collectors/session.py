@@ -87,8 +87,20 @@ def metrics_url_for(target_url: str) -> str:
     return urlunsplit(parts._replace(path=path + "/metrics", query="", fragment=""))
 
 
-def plan_sources(spec: CollectSpec, target_url: str) -> list[SourcePlan]:
-    """The servers to read: those the scenario lists, or the target itself."""
+def _same_server(a: str, b: str) -> bool:
+    """Same scheme, host and port: where the target's key may be sent."""
+    pa_, pb = urlsplit(a), urlsplit(b)
+    return (pa_.scheme, pa_.hostname, pa_.port) == (pb.scheme, pb.hostname, pb.port)
+
+
+def plan_sources(
+    spec: CollectSpec, target_url: str, target_key_env: str | None = None
+) -> list[SourcePlan]:
+    """The servers to read: those the scenario lists, or the target itself.
+
+    A page on the target under test (its own /metrics, or a metrics_url on the same host and
+    port) is read with the target's API key when the source names no key of its own: LiteLLM
+    answers 401 to /metrics when a master key is set. The key never goes to another host."""
     sources = spec.servers if spec.servers is not None else [ServerSource()]
     plans: list[SourcePlan] = []
     seen: dict[str, int] = defaultdict(int)
@@ -101,9 +113,12 @@ def plan_sources(spec: CollectSpec, target_url: str) -> list[SourcePlan]:
         seen[base] += 1
         name = base if seen[base] == 1 else f"{base}-{seen[base]}"
         url = None
+        key_env = src.api_key_env
         if mode == "scrape":
             url = src.metrics_url or metrics_url_for(target_url)
-        plans.append(SourcePlan(name, kind, mode, url, dict(src.selector), src.api_key_env))
+            if key_env is None and _same_server(url, target_url):
+                key_env = target_key_env
+        plans.append(SourcePlan(name, kind, mode, url, dict(src.selector), key_env))
     return plans
 
 

@@ -126,7 +126,9 @@ def execute(req: RunRequest, announce: Callable[[str], None] = lambda _: None) -
         for note in target.notes:
             announce(f"note: {note}")
         collection = CollectorSession(
-            scenario.collect, run_dir, plan_sources(scenario.collect, target.url)
+            scenario.collect,
+            run_dir,
+            plan_sources(scenario.collect, target.url, scenario.target.api_key_env),
         )
         collection.start()  # its first reading comes before any load
         log = RecordLog(run_dir)

@@ -118,11 +118,16 @@ def render_markdown(verdict: Verdict) -> str:
 def _server_section(verdict: Verdict) -> list[str]:
     """The server's own view of the measured window: buckets, exact shares, counters."""
     c = verdict.collected or {}
+    failed = [
+        f"Server metrics from {s.get('name')} could not be read: {cell(str(why))}."
+        for s in c.get("servers") or []
+        if (why := (s.get("problems") or {}).get("*"))
+    ]
     hists: dict[str, Any] = c.get("histograms") or {}
     counters: dict[str, dict[str, float]] = c.get("counters") or {}
     if not hists and not counters:
-        return []
-    lines = ["", "### Server side (measured window)", ""]
+        return ["", *failed] if failed else []
+    lines = ["", "### Server side (measured window)", "", *(f"{f}\n" for f in failed)]
     if hists:
         lines += [
             "| histogram | n | mean | p50 in | p99 in | share under the policy's bounds |",

@@ -97,7 +97,7 @@ def collectors_line(verdict: Verdict) -> str:
     servers = (
         ", ".join(
             f"{s.get('kind') or s.get('name')} ({s.get('mode')}"
-            + (", failed" if (s.get("problems") or {}).get("*") else "")
+            + (f", failed: {failed}" if (failed := (s.get("problems") or {}).get("*")) else "")
             + ")"
             for s in c.get("servers", [])
         )

@@ -127,3 +127,20 @@ def test_a_failed_scrape_is_a_reason(tmp_path: Path) -> None:
     assert collected is not None
     assert "Connection refused" in collected.missing["server.ttft"]
     assert "no NVIDIA driver" in collected.missing["gpu.utilization"]
+
+
+def test_the_targets_key_goes_only_to_the_target() -> None:
+    spec = CollectSpec.model_validate(
+        {
+            "servers": [
+                {"kind": "litellm"},  # the target's own /metrics
+                {"kind": "vllm", "metrics_url": "http://127.0.0.1:4000/metrics"},  # same server
+                {"kind": "vllm", "metrics_url": "http://127.0.0.1:8001/metrics"},  # another port
+                {"kind": "dcgm", "metrics_url": "http://gpu-node:9400/metrics"},  # another host
+                {"kind": "llamacpp", "api_key_env": "OWN_KEY"},  # its own key wins
+            ]
+        }
+    )
+    plans = plan_sources(spec, "http://127.0.0.1:4000/v1", "GATEWAY_KEY")
+    assert [p.api_key_env for p in plans] == ["GATEWAY_KEY", "GATEWAY_KEY", None, None, "OWN_KEY"]
+    assert plans[0].url == "http://127.0.0.1:4000/metrics"
