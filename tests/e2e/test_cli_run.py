@@ -3,17 +3,23 @@
 from __future__ import annotations
 
 import os
-import re
 import signal
 import socket
 import subprocess
 import time
-import urllib.request
 from pathlib import Path
 
 import numpy as np
 import pytest
-from support.cli import HARNESS, ROOT, assert_exit_matches_verdict, only_run_dir, read_json, run_cli
+from support.cli import (
+    HARNESS,
+    ROOT,
+    assert_exit_matches_verdict,
+    only_run_dir,
+    read_json,
+    run_cli,
+    simulator_requests,
+)
 
 from harness.load.target import simulator
 from harness.records.log import read_frame
@@ -159,7 +165,7 @@ def test_killed_run_keeps_its_records_and_can_be_judged(tmp_path: Path) -> None:
             os.killpg(proc.pid, signal.SIGKILL)  # the run and its collector, no clean-up
             proc.wait(timeout=10)
         time.sleep(0.5)
-        served = _served(url)
+        served = simulator_requests(url)
     run_dir = jsonl.parent
     assert read_json(run_dir / "manifest.json")["status"] == "running"
     # Flushed per record: only what was in flight or ended in the last moments can be
@@ -170,14 +176,6 @@ def test_killed_run_keeps_its_records_and_can_be_judged(tmp_path: Path) -> None:
     assert_exit_matches_verdict(judged, run_dir)
     verdict = read_json(run_dir / "verdict.json")
     assert verdict["summary"]["requests"] > 0
-
-
-def _served(url: str) -> int:
-    """Completion requests the simulator finished or saw cut, from its /metrics."""
-    with urllib.request.urlopen(url.removesuffix("/v1") + "/metrics", timeout=5) as resp:
-        text = resp.read().decode()
-    found = re.findall(r"^vllm:request_success_total\{[^}]*\} (\S+)$", text, re.M)
-    return int(sum(float(v) for v in found))
 
 
 def test_sigterm_stops_cleanly_keeping_records_and_stopping_the_simulator(

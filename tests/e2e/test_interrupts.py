@@ -4,15 +4,13 @@ failed, and the verdict on what was measured is never a FAIL made of the stop.""
 
 from __future__ import annotations
 
-import re
 import signal
 import subprocess
 import time
-import urllib.request
 from pathlib import Path
 
 import pytest
-from support.cli import HARNESS, ROOT, only_run_dir, read_json
+from support.cli import HARNESS, ROOT, only_run_dir, read_json, simulator_requests
 
 from harness.errors import ExitCode
 from harness.load.target import simulator
@@ -29,14 +27,6 @@ objectives:
   - {name: e2el-p50, metric: e2el, stat: p50, target: 5s, alert: 10s}
   - {name: error-rate, metric: error_rate, stat: value, target: 20%, alert: 50%}
 """
-
-
-def server_requests(url: str) -> int:
-    """Completion requests the simulator answered or saw cut, from its own /metrics."""
-    with urllib.request.urlopen(url.removesuffix("/v1") + "/metrics", timeout=5) as resp:
-        text = resp.read().decode()
-    found = re.findall(r"^vllm:request_success_total\{[^}]*\} (\S+)$", text, re.M)
-    return int(sum(float(v) for v in found))
 
 
 @pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM], ids=["SIGINT", "SIGTERM"])
@@ -59,7 +49,7 @@ def test_an_interrupted_run_is_judged_on_what_it_measured(
         finally:
             proc.kill()
         time.sleep(0.5)  # the server finishes counting the requests cut at the stop
-        served = server_requests(url)
+        served = simulator_requests(url)
     assert proc.returncode == ExitCode.INTERRUPTED, err
     assert "Traceback" not in out + err
     run_dir = only_run_dir(tmp_path / "out")

@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import subprocess
 import sys
+import urllib.request
 from pathlib import Path
 from typing import Any
 
@@ -52,3 +54,12 @@ def assert_exit_matches_verdict(proc: subprocess.CompletedProcess[str], run_dir:
     assert proc.returncode == DECISION_EXIT[decision], (decision, proc.stdout + proc.stderr)
     assert "Traceback" not in proc.stderr
     return decision
+
+
+def simulator_requests(url: str) -> int:
+    """Completion requests the built-in simulator at ``url`` finished or saw cut, from its
+    own /metrics (vllm:request_success_total over every finish reason)."""
+    with urllib.request.urlopen(url.removesuffix("/v1") + "/metrics", timeout=5) as resp:
+        text = resp.read().decode()
+    found = re.findall(r"^vllm:request_success_total\{[^}]*\} (\S+)$", text, re.M)
+    return int(sum(float(v) for v in found))
