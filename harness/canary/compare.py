@@ -195,7 +195,7 @@ def compare(
     canary: RunMetrics,
     baseline: RunMetrics,
     *,
-    confidence: float = 0.95,
+    confidence: float | None = None,
     allowed_increase: float = DEFAULT_ALLOWED,
     allowed: Mapping[str, float] | None = None,
     min_samples: int = DEFAULT_MIN_SAMPLES,
@@ -208,10 +208,14 @@ def compare(
 
     A metric is critical when any objective naming it is. ``allowed_increase`` is the relative
     change tolerated (of the baseline median or rate), ``allowed`` overrides it per metric.
-    ``confidence`` is the two-sided coverage of every interval. Everything random (bootstrap,
+    ``confidence`` is the two-sided coverage of every interval, the policy's own unless given
+    (so a metric is High or Low at one-sided (1 + c) / 2, never less sure than the judge's
+    one-sided bounds at c). Everything random (bootstrap,
     subsamples) draws from ``seed`` and the metric name, so a comparison is reproducible and
     one metric's numbers do not depend on which others were compared.
     """
+    if confidence is None:
+        confidence = policy.confidence
     if not 0.0 < confidence < 1.0:
         raise ValueError(f"confidence must be in (0, 1), got {confidence}")
     if min_samples < 1 or resamples < 1:

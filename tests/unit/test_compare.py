@@ -103,6 +103,22 @@ def test_twenty_percent_regression_is_high_and_rolls_back() -> None:
     assert "ttft High" in result.reason
 
 
+def test_the_comparison_is_at_the_policys_confidence() -> None:
+    canary, base = run(latency(400, 1, 1.05)), run(latency(400, 2))
+    widths = {}
+    for confidence in (0.8, 0.95, 0.99):
+        policy = POLICY.model_copy(update={"confidence": confidence})
+        result = compare(policy, canary, base)
+        assert result.confidence == confidence
+        interval = result.metric("ttft").interval
+        assert interval is not None
+        widths[confidence] = interval[1] - interval[0]
+    assert widths[0.8] < widths[0.95] < widths[0.99]
+    # An explicit confidence still wins over the policy's.
+    assert compare(POLICY.model_copy(update={"confidence": 0.8}), canary, base,
+                   confidence=0.99).confidence == 0.99  # fmt: skip
+
+
 def test_twenty_percent_improvement_is_low_and_promotes() -> None:
     result = compare(POLICY, run(latency(2000, 1, 0.8)), run(latency(2000, 2)))
     ttft = result.metric("ttft")
