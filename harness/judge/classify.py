@@ -155,21 +155,34 @@ def judge_windows(
     """An objective that must hold in every window: judged in each, reported by the worst.
 
     FAIL if any window fails, else WARN if any warns, else INCONCLUSIVE if any is undecided,
-    else PASS; the reason gives the attainment (windows passing) and the worst window.
+    else PASS; the reason gives the attainment (windows passing) and the worst window, worst
+    in the metric's bad direction (the highest latency, the lowest share or rate).
+
+    "Every window passes" is one claim made of k: each window is judged at 1 - (1 - c) / k
+    (Bonferroni), so the claim keeps the policy's confidence c however many windows the run
+    has, and so does "some window fails".
     """
     if not windows:
         base = judge_objective(objective, _EMPTY, confidence)
         return replace(base, verdict=Classification.INCONCLUSIVE,
                        reason=f"no per-window data for {objective.window:g} s windows")  # fmt: skip
-    judged = [(lo, hi, judge_objective(objective, m, confidence)) for lo, hi, m in windows]
+    each = 1.0 - (1.0 - confidence) / len(windows)
+    judged = [(lo, hi, judge_objective(objective, m, each)) for lo, hi, m in windows]
     passing = sum(1 for _, _, r in judged if r.verdict is Classification.PASS)
-    worst_lo, worst_hi, worst = min(
-        judged, key=lambda w: (_SEVERITY.index(w[2].verdict), -(w[2].estimate or 0.0))
-    )
+    bad_sign = -1.0 if objective.judged.better == "lower" else 1.0
+
+    def badness(w: tuple[float, float, ObjectiveResult]) -> tuple[int, float]:
+        estimate = w[2].estimate
+        return _SEVERITY.index(w[2].verdict), (
+            math.inf if estimate is None or math.isnan(estimate) else bad_sign * estimate
+        )
+
+    worst_lo, worst_hi, worst = min(judged, key=badness)
     start = judged[0][0]
     where = f"{worst_lo - start:.0f}–{worst_hi - start:.0f} s"
+    per = f" (each at {each * 100:.4g} %)" if len(judged) > 1 else ""
     reason = (
-        f"{passing}/{len(judged)} windows of {objective.window:g} s pass; "
+        f"{passing}/{len(judged)} windows of {objective.window:g} s pass{per}; "
         f"worst ({where}): {worst.reason}"
     )
     return replace(worst, verdict=worst.verdict, reason=reason,

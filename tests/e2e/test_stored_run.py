@@ -3,9 +3,11 @@ it (or writing alert rules) never loads the load generator's Locust and gevent.
 
 ``tests/data/runs/stored-run`` is a 4-second run of the smoke scenario on the simulator,
 written by the harness before its modules moved into stage packages, with the verdict files
-that version's ``harness evaluate`` wrote. Its policy has every kind of objective: client
-percentiles, a mean, a windowed one, a share under a bound, rates, server histograms,
-counters and gauges, and a GPU row without data.
+that version's ``harness evaluate`` wrote; the move left them byte-identical. They change only
+when the judge changes on purpose, in the same commit that says why (since then: windowed
+objectives judged at a Bonferroni share of the confidence). Its policy has every kind of
+objective: client percentiles, a mean, a windowed one, a share under a bound, rates, server
+histograms, counters and gauges, and a GPU row without data.
 """
 
 from __future__ import annotations

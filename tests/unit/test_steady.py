@@ -76,8 +76,42 @@ def test_an_objective_per_window_catches_the_bad_minute_the_whole_run_hides() ->
     whole, each = verdict.objectives
     assert whole.verdict is Classification.PASS
     assert each.verdict is Classification.FAIL
-    assert each.reason.startswith("2/3 windows of 10 s pass; worst (20–30 s)")
+    assert each.reason.startswith("2/3 windows of 10 s pass (each at 98.33 %); worst (20–30 s)")
     assert verdict.decision is Decision.FAIL
+
+
+def test_the_worst_window_is_worst_in_the_metrics_bad_direction() -> None:
+    # The first window is half slow, the middle one all slow: both fail a share under 1 s
+    # (higher is better), and the worst is the middle one, with the lowest share.
+    lat = np.where((np.arange(3000) >= 500) & (np.arange(3000) < 2000), 1.5, 0.3)
+    records = table(3000, 30.0, e2el=lat)
+    policy = Policy.model_validate({
+        "name": "share",
+        "objectives": [{"name": "within", "metric": "e2el", "stat": "share_under",
+                        "bound": "1s", "target": "99%", "window": "10s"}],
+    })  # fmt: skip
+    windows = {10.0: window_metrics(records, 0.0, 30.0, 10.0, {})}
+    (result,) = evaluate(policy, analyse(records, 0.0, 30.0), windows=windows).objectives
+    assert result.verdict is Classification.FAIL
+    assert "worst (10–20 s)" in result.reason
+    assert result.estimate is not None
+    assert result.estimate < 0.1  # the slow window's share, not a fast one's (1.0)
+
+
+def test_each_window_is_judged_at_a_bonferroni_share_of_the_confidence() -> None:
+    # 3 windows at 0.95 overall: each at 1 - 0.05 / 3. A p99 needs 299 samples at 0.95 but
+    # more at 0.9833, so 320 error-free fast requests a window pass alone and not in three.
+    records = table(960, 30.0, e2el=np.full(960, 0.3))
+    obj = {"name": "p99", "metric": "e2el", "stat": "p99", "target": "1s"}
+    alone = Policy.model_validate({"name": "a", "objectives": [{**obj, "window": "30s"}]})
+    three = Policy.model_validate({"name": "b", "objectives": [{**obj, "window": "10s"}]})
+    m = analyse(records, 0.0, 30.0)
+    one = {30.0: window_metrics(records, 0.0, 30.0, 30.0, {})}
+    split = {10.0: window_metrics(records, 0.0, 30.0, 10.0, {})}
+    assert evaluate(alone, m, windows=one).objectives[0].verdict is Classification.PASS
+    (each,) = evaluate(three, m, windows=split).objectives
+    assert each.verdict is Classification.INCONCLUSIVE
+    assert "(each at 98.33 %)" in each.reason
 
 
 def test_windows_cover_the_measured_period() -> None:
