@@ -15,6 +15,7 @@ from pathlib import Path
 
 import pyarrow as pa
 import pyarrow.compute as pc
+from pydantic import ValidationError
 from rich.console import Console
 
 from harness.canary.compare import CanaryDecision, Comparison, allowances, compare
@@ -25,7 +26,7 @@ from harness.judge.classify import evaluate, exit_code
 from harness.judge.crosscheck import crosscheck
 from harness.judge.saturation import saturation_reason
 from harness.judge.server import collected_summary, share_bounds, with_collected
-from harness.judge.steady import steady_state, window_metrics
+from harness.judge.steady import holds_of, steady_state, window_metrics
 from harness.judge.verdict import Verdict
 from harness.records.log import read_table
 from harness.records.record import ErrorClass
@@ -34,6 +35,7 @@ from harness.report.comparison import print_comparison, write_comparison
 from harness.report.files import write_reports
 from harness.report.table import print_verdict
 from harness.spec.config import validate
+from harness.spec.load import LoadSpec
 from harness.spec.policy import Policy, load_policy
 
 #: What the comparison's decision alone would exit with.
@@ -106,7 +108,7 @@ def judge_run(run_dir: Path, policy: Policy, write: bool = True) -> Verdict:
     collected = read_collection(run_dir, manifest)
     # The server saw the aborted requests too: the client's side of the count keeps them.
     checks = crosscheck(everything, collected) if collected is not None else []
-    checks.append(steady_state(table, start, end, policy.confidence))
+    checks.append(steady_state(table, start, end, policy.confidence, stage_holds(manifest)))
     windows = {
         length: window_metrics(table, start, end, length, policy.goodput)
         for length in {o.window for o in policy.objectives if o.window is not None}
@@ -123,6 +125,19 @@ def judge_run(run_dir: Path, policy: Policy, write: bool = True) -> Verdict:
     if write:
         write_reports(run_dir, verdict)
     return verdict
+
+
+def stage_holds(manifest: Manifest) -> list[tuple[float, float]]:
+    """Where the run's staged load held a level (monotonic seconds); [] without stages, or
+    for a run killed before it wrote its timeline."""
+    load = manifest.scenario.get("load")
+    if manifest.timeline is None or not isinstance(load, dict) or not load.get("stages"):
+        return []
+    try:
+        spec = LoadSpec.model_validate(load)
+    except ValidationError:
+        return []
+    return holds_of(spec, manifest.timeline.t_start)
 
 
 def without_aborted(table: pa.Table) -> tuple[pa.Table, int]:

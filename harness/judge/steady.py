@@ -10,6 +10,7 @@ that only started growing) or while it never settled (a cache still warming). Tw
   first and last segments' medians may differ by at most 25 % unless their order-statistic
   bounds overlap. A run that
   fails either is flagged (a PASS becomes WARN), with the numbers.
+  With stages, each hold is checked against itself and ramps are left out.
 - ``window_metrics``: the records cut into consecutive windows of a given length, analysed
   each, for objectives with ``window:`` (judged in every window; see harness.judge.classify).
 """
@@ -18,7 +19,7 @@ from __future__ import annotations
 
 import itertools
 import math
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 
 import numpy as np
 import pyarrow as pa
@@ -27,6 +28,7 @@ import pyarrow.compute as pc
 from harness.judge.analysis import RunMetrics, analyse
 from harness.judge.confidence import percentile_with_interval
 from harness.judge.verdict import CheckResult
+from harness.spec.load import LoadSpec
 from harness.spec.quantity import format_quantity
 
 SEGMENTS = 5
@@ -35,10 +37,52 @@ DRIFT_TOLERANCE = 0.25
 MIN_SEGMENT_REQUESTS = 10
 
 
+def holds_of(load: LoadSpec, t_start: float) -> list[tuple[float, float]]:
+    """The spans (monotonic seconds) where a staged load holds a level: ramps and level-0
+    stages left out. Empty for a load without stages, which is one hold."""
+    if load.stages is None:
+        return []
+    return [
+        (t_start + seg.start, t_start + seg.end)
+        for seg in load.segments()
+        if seg.level0 == seg.level1 and seg.level1 > 0 and seg.end > seg.start
+    ]
+
+
 def steady_state(
-    table: pa.Table, start: float, end: float, confidence: float = 0.95
+    table: pa.Table,
+    start: float,
+    end: float,
+    confidence: float = 0.95,
+    holds: Sequence[tuple[float, float]] = (),
 ) -> CheckResult:
-    """Whether the measured window was steady: completion rate and median latency."""
+    """Whether the measured window was steady: completion rate and median latency.
+
+    With ``holds`` (a staged load), each hold inside the measured window is checked against
+    itself and ramps are not checked: a step from 4 to 16 req/s is the scenario, not drift.
+    """
+    if not holds:
+        return _steady_span(table, start, end, confidence)
+    spans = [(max(lo, start), min(hi, end)) for lo, hi in holds]
+    sent = table["t_sent"]
+    parts = []
+    for lo, hi in spans:
+        if hi > lo:
+            inside = table.filter(pc.and_(pc.greater_equal(sent, lo), pc.less(sent, hi)))
+            parts.append((lo, hi, _steady_span(inside, lo, hi, confidence)))
+    judged = [(lo, hi, c) for lo, hi, c in parts if c.ok is not None]
+    if not judged:
+        return CheckResult("steady state", None, f"too few requests in any of {len(parts)} stages")
+    details = "; ".join(
+        f"stage {lo - start:.0f}–{hi - start:.0f} s: {c.detail}" for lo, hi, c in judged
+    )
+    ok = all(c.ok for _, _, c in judged)
+    head = f"{len(judged)}/{len(parts)} stages judged (ramps excluded)"
+    return CheckResult("steady state", ok, f"{head}; {details}")
+
+
+def _steady_span(table: pa.Table, start: float, end: float, confidence: float) -> CheckResult:
+    """The steady-state check over one span of the measured window."""
     name = "steady state"
     span = end - start
     ok_rows = table.filter(pc.and_(pc.equal(table["phase"], "measure"), pc.is_null(table["error"])))

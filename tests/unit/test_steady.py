@@ -9,17 +9,25 @@ import pytest
 from harness.errors import ConfigError
 from harness.judge.analysis import analyse
 from harness.judge.classify import evaluate
-from harness.judge.steady import steady_state, window_metrics
+from harness.judge.steady import holds_of, steady_state, window_metrics
 from harness.judge.verdict import Classification, Decision
 from harness.records.log import RECORD_SCHEMA
 from harness.spec.config import validate
+from harness.spec.load import LoadSpec
 from harness.spec.policy import Policy
 
 
-def table(n: int, seconds: float, e2el: np.ndarray | float = 0.3, seed: int = 0) -> pa.Table:
-    """n successful streamed requests sent evenly over ``seconds``, with these latencies."""
+def table(
+    n: int,
+    seconds: float,
+    e2el: np.ndarray | float = 0.3,
+    seed: int = 0,
+    sent: np.ndarray | None = None,
+) -> pa.Table:
+    """n successful streamed requests sent evenly over ``seconds`` (or at ``sent``), with
+    these latencies."""
     rng = np.random.default_rng(seed)
-    sent = np.sort(rng.uniform(0.0, seconds, n))
+    sent = np.sort(rng.uniform(0.0, seconds, n)) if sent is None else np.sort(sent)
     lat = np.broadcast_to(np.asarray(e2el, dtype=np.float64), (n,)) * rng.uniform(0.9, 1.1, n)
     rows = [
         {"request_id": i, "worker": "w", "phase": "measure", "stream": True,
@@ -126,3 +134,35 @@ def test_only_client_metrics_have_windows() -> None:
          "window": "30s"}]}  # fmt: skip
     with pytest.raises(ConfigError, match="window"):
         validate(Policy, data, "p.yaml")
+
+
+def test_a_staged_load_is_judged_stage_by_stage_with_ramps_left_out() -> None:
+    # 20 s at 20 req/s, a 10 s ramp, 20 s at 80 req/s: the shape of scenarios/steps.yaml.
+    load = LoadSpec.model_validate({
+        "arrival": {"type": "poisson", "rate": 20},
+        "stages": [{"duration_s": 20, "rate": 20}, {"duration_s": 10, "rate": 80, "ramp": True},
+                   {"duration_s": 20, "rate": 80}],
+    })  # fmt: skip
+    low = table(400, 20.0)
+    # The ramp: send times whose density rises with the rate.
+    ramp = table(500, 10.0, seed=1, sent=20.0 + 10.0 * np.sqrt(np.linspace(0.0, 1.0, 500)))
+    high = table(1600, 20.0, seed=2, sent=np.random.default_rng(2).uniform(30.0, 50.0, 1600))
+    records = pa.concat_tables([low, ramp, high])
+    holds = holds_of(load, t_start=0.0)
+    assert holds == [(0.0, 20.0), (30.0, 50.0)]
+    whole = steady_state(records, 0.0, 50.0)
+    assert whole.ok is False  # the rate quadrupled: the scenario, read as drift
+    staged = steady_state(records, 0.0, 50.0, holds=holds)
+    assert staged.ok is True, staged.detail
+    assert staged.detail.startswith("2/2 stages judged (ramps excluded)")
+
+
+def test_a_stage_that_drifts_is_still_caught() -> None:
+    load = LoadSpec.model_validate({
+        "arrival": {"type": "poisson", "rate": 20},
+        "stages": [{"duration_s": 30, "rate": 100}],
+    })  # fmt: skip
+    lat = np.where(np.arange(3000) >= 2400, 3.0, 0.3)
+    check = steady_state(table(3000, 30.0, e2el=lat), 0.0, 30.0, holds=holds_of(load, 0.0))
+    assert check.ok is False
+    assert "drifted" in check.detail
