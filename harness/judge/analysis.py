@@ -92,6 +92,9 @@ class RunMetrics:
     output_tokens_mean: float | None = None
     prompt_vs_planned: TokenCalibration | None = None  # usage / words the workload planned
     output_vs_asked: TokenCalibration | None = None  # usage / max_tokens asked for
+    # Successful requests whose output tokens are their content chunks: the server sent no
+    # usage (a lower bound when a chunk carries several tokens).
+    output_tokens_from_chunks: int = 0
     # Server histograms over the measured window (server.ttft, gateway.e2el, ...), and why a
     # collected metric has no data (Prometheus down, no GPU, a restart), for the verdict.
     histograms: Mapping[str, HistogramWindow] = field(default_factory=lambda: _NO_HIST)
@@ -213,6 +216,7 @@ def analyse(
         output_tokens_mean=_mean(out_tokens[ok]),
         prompt_vs_planned=_calibration(table, "planned_prompt_tokens", prompt_tokens, ok),
         output_vs_asked=_calibration(table, "max_tokens", usage_out, ok),
+        output_tokens_from_chunks=int(np.count_nonzero(ok & np.isnan(usage_out))),
     )
 
 
@@ -241,6 +245,7 @@ def summarise(metrics: RunMetrics, order: OrderStatistics | None = None) -> RunS
         output_tokens_mean=metrics.output_tokens_mean,
         prompt_vs_planned=metrics.prompt_vs_planned,
         output_vs_asked=metrics.output_vs_asked,
+        output_tokens_from_chunks=metrics.output_tokens_from_chunks,
     )
 
 

@@ -83,6 +83,7 @@ class RunSummary:
     # p95_ratio}; prompt tokens against the words planned, output tokens against max_tokens.
     prompt_vs_planned: Mapping[str, Any] | None = None
     output_vs_asked: Mapping[str, Any] | None = None
+    output_tokens_from_chunks: int = 0  # successful requests without usage: counted in chunks
 
 
 @dataclass(frozen=True, slots=True)
@@ -124,6 +125,8 @@ class Verdict:
             "prompt_tokens_vs_planned": _ratios(s.prompt_vs_planned),
             "output_tokens_vs_max_tokens": _ratios(s.output_vs_asked),
         }
+        if s.output_tokens_from_chunks:  # only then: earlier verdicts keep their bytes
+            summary["output_tokens_from_chunks"] = s.output_tokens_from_chunks
         for key in ("ttft_s", "tpot_s", "itl_s", "e2el_s", "schedule_lag_s"):
             st: LatencyStats = getattr(s, key)
             summary[key] = {

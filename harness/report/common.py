@@ -59,3 +59,16 @@ def error_share(summary: RunSummary) -> str:
     if summary.requests == 0:
         return "—"
     return format_quantity(summary.errors / summary.requests, "ratio")
+
+
+def token_source_note(summary: RunSummary) -> str | None:
+    """Where output token counts came from, when not all from the server's usage."""
+    n = summary.output_tokens_from_chunks
+    if not n:
+        return None
+    ok = summary.requests - summary.errors
+    return (
+        f"output tokens: {n} of {ok} successful requests came without usage from the server; "
+        "their counts (and TPOT and the token rate) are content chunks, a lower bound when a "
+        "chunk carries several tokens"
+    )

@@ -11,6 +11,7 @@ from harness.report.common import (
     estimate_text,
     stat_label,
     target_text,
+    token_source_note,
 )
 from harness.spec.quantity import format_quantity
 
@@ -72,6 +73,9 @@ def render_markdown(verdict: Verdict) -> str:
         "| latency | mean | p50 | p90 | p99 | n |",
         "|---|---:|---:|---:|---:|---:|",
     ]
+    note = token_source_note(s)
+    if note:
+        lines[-3:-3] = ["", f"Note: {cell(note)}."]
     for label, stats in (
         ("TTFT", s.ttft_s),
         ("TPOT", s.tpot_s),

@@ -13,6 +13,7 @@ from harness.report.common import (
     stat_label,
     summary_line,
     target_text,
+    token_source_note,
 )
 from harness.spec.quantity import format_quantity
 
@@ -70,6 +71,9 @@ def verdict_renderable(verdict: Verdict) -> RenderableType:
             note = Text(f"client vs server, {check.name}: ", style="bold yellow")
             note.append(check.detail)
             notes.append(note)
+    token_note = token_source_note(verdict.summary)
+    if token_note:
+        notes.append(Text(token_note, style="dim"))
     if verdict.interrupted:
         notes.append(Text(f"the run was cut short: {verdict.interrupted}", style="bold magenta"))
     collected = collectors_line(verdict)

@@ -81,6 +81,10 @@ def test_a_faulty_target_never_passes(tmp_path: Path, mode: str) -> None:
         assert not classes
     else:
         assert max(classes, key=classes.get) == error_class, classes
+    if mode == "no_usage":  # said, not hidden: every count is the chunks'
+        summary = verdict["summary"]
+        assert summary["output_tokens_from_chunks"] == summary["requests"] - summary["errors"]
+        assert "came without usage" in (run_dir / "summary.md").read_text(encoding="utf-8")
     assert_no_key_anywhere(out, tmp_path)
 
 

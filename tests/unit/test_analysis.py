@@ -23,6 +23,7 @@ from harness.judge.analysis import (
     summarise,
 )
 from harness.records.record import ErrorClass, RequestRecord
+from harness.report.common import token_source_note
 
 
 def rec(**changes: Any) -> RequestRecord:
@@ -340,3 +341,14 @@ def test_chunk_times_must_be_lists() -> None:
     df["chunk_times"] = [100.25]
     with pytest.raises(ValueError, match="chunk_times: expected lists"):
         analyse(df, 99.0, 101.0)
+
+
+def test_output_tokens_without_usage_are_counted_and_said() -> None:
+    records = (rec(), rec(output_tokens=None), rec(output_tokens=None),
+               rec(output_tokens=None, error=ErrorClass.TIMEOUT))  # fmt: skip
+    m = analyse(frame(*records), 99.0, 101.0)
+    assert m.output_tokens_from_chunks == 2  # successful ones only
+    summary = summarise(m)
+    assert summary.output_tokens_from_chunks == 2
+    assert "2 of 3 successful requests came without usage" in (token_source_note(summary) or "")
+    assert token_source_note(summarise(analyse(frame(rec()), 99.0, 101.0))) is None
