@@ -95,8 +95,7 @@ def target_for(req: RunRequest, scenario: Scenario) -> Iterator[ResolvedTarget]:
             raise UsageError(f"--target {req.target_url}: {exc}") from None
     model = req.model or scenario.target.model
     t = scenario.target
-    if url is not None:
-        url = url.rstrip("/")
+    if url is not None:  # both checked without their trailing slash
         yield resolve(url, endpoint_for(scenario, url), model, t.connect_timeout_s, t.api,
                       t.read_timeout_s)  # fmt: skip
         return
@@ -162,7 +161,8 @@ def execute(req: RunRequest, announce: Callable[[str], None] = lambda _: None) -
     }
     if outcome.interrupted is not None:
         tl = outcome.timeline
-        at = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(tl.wall_start + tl.t_end - tl.t_start))
+        when = outcome.interrupted_at if outcome.interrupted_at is not None else tl.wall_end
+        at = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(when))
         manifest.load["interrupted"] = {
             "signal": outcome.interrupted,
             "at": at,

@@ -75,7 +75,8 @@ class RunState:
     measure_start: float | None = None  # set by the schedule when it starts
     stopped_early: str | None = None  # why sending stopped before the planned end
     interrupted: str | None = None  # the signal that stopped the run (SIGINT, SIGTERM)
-    t_interrupted: float | None = None
+    t_interrupted: float | None = None  # when: monotonic, and wall-clock for reports
+    wall_interrupted: float | None = None
     started: tuple[float, float] | None = None  # (wall, monotonic) when the schedule began
     planned_measure_end: float | None = None
 
@@ -89,6 +90,7 @@ class LoadOutcome:
     cut_at_drain: int
     stopped_early: str | None = None
     interrupted: str | None = None  # "SIGINT" / "SIGTERM" when the user stopped the run
+    interrupted_at: float | None = None  # its wall-clock time
     # Per load generator ("local", or "w0", "w1", ...): its saturation guard's report
     # (GuardReport.to_dict()) plus "dispatch_lag_p99_s" (open loop) for the manifest.
     generators: dict[str, dict[str, Any]] = field(default_factory=dict)
@@ -362,6 +364,7 @@ def stop_on_signals(state: RunState, stop_signal: list[int]) -> None:
         if not stop_signal:
             state.interrupted = signal.Signals(signum).name
             state.t_interrupted = time.monotonic()
+            state.wall_interrupted = time.time()
         stop_signal.append(signum)
         state.finished.set()
 
@@ -427,6 +430,7 @@ def run_load(
         cut_at_drain=state.cut_at_drain,
         stopped_early=state.stopped_early,
         interrupted=state.interrupted,
+        interrupted_at=state.wall_interrupted,
         generators={plan.worker: generator_report(report, state)},
     )
 

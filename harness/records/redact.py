@@ -20,6 +20,8 @@ MIN_EDGE = 4
 def safe_text(text: str, secrets: Iterable[str | None] = (), limit: int | None = None) -> str:
     """``text`` without any secret or edge piece of one, then clipped to ``limit`` characters
     (ending in "..." when clipped)."""
+    if not text:
+        return text  # the common case: a successful request has no detail to clean
     for secret in sorted({s for s in secrets if s}, key=len, reverse=True):
         if len(text) >= MIN_EDGE and text in secret:
             return MASK  # all that is left is a piece from inside the secret

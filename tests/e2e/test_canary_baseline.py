@@ -15,6 +15,8 @@ from typing import Any
 import pytest
 from support.cli import only_run_dir, read_json, run_cli
 
+from harness.errors import ExitCode
+
 pytestmark = pytest.mark.e2e
 
 SMOKE = "tests/data/scenarios/base.yaml"
@@ -32,12 +34,14 @@ LOAD = ("load.duration_s=8", "load.warmup_s=1",
         "load.arrival={type: poisson, rate: 20, max_concurrency: 64}")  # fmt: skip
 
 
-def harness_run(out: Path, policy: Path, sim: dict[str, float], load: tuple[str, ...]) -> Path:
+def harness_run(
+    out: Path, policy: Path, sim: dict[str, float], load: tuple[str, ...], expect: ExitCode
+) -> Path:
     """One `harness run` on the built-in simulator with these settings; its run folder."""
     sets = [f"target.sim.{key}={value}" for key, value in sim.items()]
     args = [arg for key in (*load, *sets) for arg in ("--set", key)]
     proc = run_cli("run", SMOKE, "--out", str(out), "--policy", str(policy), *args)
-    assert proc.returncode in (0, 3), proc.stdout + proc.stderr
+    assert proc.returncode == expect, proc.stdout + proc.stderr
     return only_run_dir(out)
 
 
@@ -47,7 +51,7 @@ def baseline(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
     root = tmp_path_factory.mktemp("canary")
     policy = root / "policy.yaml"
     policy.write_text(POLICY, encoding="utf-8")
-    return policy, harness_run(root / "baseline", policy, BASELINE_SIM, LOAD)
+    return policy, harness_run(root / "baseline", policy, BASELINE_SIM, LOAD, ExitCode.PASS)
 
 
 def evaluate(canary: Path, baseline: Path) -> tuple[int, str, dict[str, Any]]:
@@ -65,7 +69,7 @@ def test_twenty_percent_slower_ttft_rolls_back(baseline: tuple[Path, Path], tmp_
     policy, base_dir = baseline
     base_ttft = read_json(base_dir / "verdict.json")["summary"]["ttft_s"]["p50"]
     slow = {**BASELINE_SIM, "extra_ttft_s": round(0.2 * base_ttft, 4)}
-    canary = harness_run(tmp_path, policy, slow, LOAD)
+    canary = harness_run(tmp_path, policy, slow, LOAD, ExitCode.PASS)  # medians still pass
     code, out, comparison = evaluate(canary, base_dir)
     assert code == 1, out
     assert comparison["decision"] == "ROLLBACK"
@@ -83,7 +87,7 @@ def test_twenty_percent_slower_ttft_rolls_back(baseline: tuple[Path, Path], tmp_
 
 def test_same_settings_promote(baseline: tuple[Path, Path], tmp_path: Path) -> None:
     policy, base_dir = baseline
-    canary = harness_run(tmp_path, policy, BASELINE_SIM, LOAD)
+    canary = harness_run(tmp_path, policy, BASELINE_SIM, LOAD, ExitCode.PASS)
     code, out, comparison = evaluate(canary, base_dir)
     assert comparison["decision"] == "PROMOTE", out
     assert code == 0, out  # the verdict's code: PASS
@@ -95,7 +99,7 @@ def test_too_few_requests_hold(baseline: tuple[Path, Path], tmp_path: Path) -> N
     policy, base_dir = baseline
     tiny = ("load.duration_s=1", "load.warmup_s=0",
             "load.arrival={type: poisson, rate: 5, max_concurrency: 8}")  # fmt: skip
-    canary = harness_run(tmp_path, policy, BASELINE_SIM, tiny)
+    canary = harness_run(tmp_path, policy, BASELINE_SIM, tiny, ExitCode.INCONCLUSIVE)
     code, out, comparison = evaluate(canary, base_dir)
     assert code == 3, out
     assert comparison["decision"] == "HOLD"

@@ -12,6 +12,7 @@ from pathlib import Path
 import pytest
 from support.cli import only_run_dir, read_json, run_cli
 from support.fault_server import fault_server
+from support.secrets import key_pieces
 
 from harness.errors import ExitCode
 
@@ -50,17 +51,12 @@ CASES: dict[str, tuple[ExitCode, str, str | None]] = {
 }
 
 
-def key_pieces(text: str, shortest: int = 8) -> list[str]:
-    return [KEY[i : i + shortest] for i in range(len(KEY) - shortest + 1)
-            if KEY[i : i + shortest] in text]  # fmt: skip
-
-
 def assert_no_key_anywhere(out: str, folder: Path) -> None:
-    assert not key_pieces(out), key_pieces(out)
+    assert not key_pieces(out, KEY), key_pieces(out, KEY)
     for path in folder.rglob("*"):
         if path.is_file():
             text = path.read_bytes().decode("utf-8", "replace")
-            assert not key_pieces(text), (path.name, key_pieces(text))
+            assert not key_pieces(text, KEY), (path.name, key_pieces(text, KEY))
 
 
 @pytest.mark.parametrize("mode", CASES, ids=CASES)

@@ -4,6 +4,7 @@ failed, and the verdict on what was measured is never a FAIL made of the stop.""
 
 from __future__ import annotations
 
+import calendar
 import signal
 import subprocess
 import time
@@ -44,6 +45,7 @@ def test_an_interrupted_run_is_judged_on_what_it_measured(
         )  # fmt: skip
         try:
             time.sleep(6.0)  # past the warm-up, with requests in flight
+            signalled = time.time()
             proc.send_signal(signum)
             out, err = proc.communicate(timeout=60)
         finally:
@@ -56,6 +58,8 @@ def test_an_interrupted_run_is_judged_on_what_it_measured(
     manifest = read_json(run_dir / "manifest.json")
     assert manifest["status"] == "interrupted"
     assert manifest["load"]["interrupted"]["signal"] == signum.name
+    at = calendar.timegm(time.strptime(manifest["load"]["interrupted"]["at"], "%Y-%m-%dT%H:%M:%SZ"))
+    assert abs(at - signalled) < 2.0  # the signal's time, not the end of the clean-up
     df = read_frame(run_dir)
     assert manifest["target"]["preflight"]["status"] == 200  # the one request before the load
     assert manifest["records"] == len(df) == manifest["load"]["sent"] == served - 1

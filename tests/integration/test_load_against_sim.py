@@ -11,6 +11,7 @@ from typing import Any
 import pytest
 from support.cli import assert_exit_matches_verdict, only_run_dir, read_json, run_cli
 
+from harness.errors import ExitCode
 from harness.load.target import simulator
 from harness.records.log import read_frame
 
@@ -108,7 +109,8 @@ def test_concurrency_cap_holds_back_arrivals_and_records_the_lag(tmp_path: Path)
     assert lag.max() > 1.0
     summary = read_json(run_dir / "verdict.json")["summary"]
     assert summary["schedule_lag_s"]["p99"] > 1.0
-    assert code in (0, 1)  # 3 s at a cap of 2 still decides the quick policy
+    # Latency from the send (about 250 ms) is not the queue's: the quick policy passes.
+    assert code == ExitCode.PASS
 
 
 def test_max_requests_ends_the_run_and_rates_use_the_time_load_was_offered(

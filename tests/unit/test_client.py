@@ -14,6 +14,7 @@ from collections.abc import Callable, Iterator
 
 import pytest
 from geventhttpclient.client import HTTPClient
+from support.secrets import key_pieces
 
 from harness.load.client import RequestOptions, send
 from harness.load.openai_api import Endpoint
@@ -179,15 +180,6 @@ def test_a_body_without_done_is_incomplete(serve: Callable[..., tuple[Server, HT
 KEY = "sk-secret-XYZ1234567"
 
 
-def _leaks(text: str, secret: str = KEY, shortest: int = 8) -> list[str]:
-    """Every piece of the secret of ``shortest`` or more characters found in text."""
-    return [
-        secret[i : i + shortest]
-        for i in range(len(secret) - shortest + 1)
-        if secret[i : i + shortest] in text
-    ]
-
-
 def _status_401(body: bytes) -> Script:
     def script(conn: socket.socket) -> None:
         head = b"HTTP/1.1 401 Unauthorized\r\ncontent-length: %d\r\n\r\n" % len(body)
@@ -212,7 +204,7 @@ def test_no_piece_of_the_key_survives_in_an_error_body_at_any_offset(
     for i in offsets:
         ex = send(http, _keyed_options(), b"{}", "cut")
         assert ex.error is ErrorClass.HTTP_STATUS
-        assert not _leaks(ex.error_detail), (i, ex.error_detail)
+        assert not key_pieces(ex.error_detail, KEY), (i, ex.error_detail)
         assert len(ex.error_detail) <= 240
 
 
@@ -229,4 +221,4 @@ def test_no_piece_of_the_key_survives_in_an_error_inside_a_stream(
     for i in offsets:
         ex = send(http, _keyed_options(), b"{}", "cut")
         assert ex.error is ErrorClass.BROKEN_STREAM, ex.error_detail
-        assert not _leaks(ex.error_detail), (i, ex.error_detail)
+        assert not key_pieces(ex.error_detail, KEY), (i, ex.error_detail)
