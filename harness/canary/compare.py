@@ -41,14 +41,17 @@ import numpy as np
 from scipy import stats
 
 from harness.canary.twosample import (
-    _subsample,
     bootstrap_quantile_diff,
     hodges_lehmann,
     mann_whitney_p,
     newcombe_interval,
+    rank_effects,
+    subsample,
+    u_variance_ratio,
 )
 from harness.judge.analysis import RunMetrics
 from harness.judge.confidence import FloatArray, Interval
+from harness.judge.dependence import INDEPENDENT, Labels, share_effect
 from harness.spec.metrics import METRICS, Better, MetricDef
 from harness.spec.policy import Policy
 from harness.spec.quantity import format_quantity
@@ -245,6 +248,8 @@ def compare(
                     definition,
                     canary.samples.get(name, _EMPTY),
                     baseline.samples.get(name, _EMPTY),
+                    canary_batches=canary.batches.get(name),
+                    baseline_batches=baseline.batches.get(name),
                     critical=critical,
                     allowed=share,
                     confidence=confidence,
@@ -291,24 +296,48 @@ def compare_samples(
     min_samples: int = DEFAULT_MIN_SAMPLES,
     resamples: int = DEFAULT_RESAMPLES,
     rng: np.random.Generator | None = None,
+    canary_batches: Labels | None = None,
+    baseline_batches: Labels | None = None,
 ) -> MetricComparison:
-    """One distribution metric: U test, HL shift and interval, bootstrap p99 difference."""
+    """One distribution metric: U test, HL shift and interval, bootstrap p99 difference.
+
+    With each sample's batch of requests (``RunMetrics.batches``), every interval and the
+    p-value take each side's design effect, so gaps of one request count as what they are.
+    """
     rng = rng if rng is not None else np.random.default_rng(0)
-    c = np.asarray(canary, dtype=np.float64)
-    b = np.asarray(baseline, dtype=np.float64)
-    c, b = c[np.isfinite(c)], b[np.isfinite(b)]
+    c, c_batches = _finite_with(canary, canary_batches)
+    b, b_batches = _finite_with(baseline, baseline_batches)
     n, m = int(c.size), int(b.size)
     unit = definition.unit
     notes: list[str] = []
     p_value = shift = interval = p99_interval = relative = margin = None
     if n and m:
-        c_test = _subsample(c, TEST_MAX, rng, notes, "canary", "U test and bootstrap")
-        b_test = _subsample(b, TEST_MAX, rng, notes, "baseline", "U test and bootstrap")
-        p_value = mann_whitney_p(c_test, b_test)
-        c_hl = _subsample(c, HL_MAX, rng, notes, "canary", "HL shift")
-        b_hl = _subsample(b, HL_MAX, rng, notes, "baseline", "HL shift")
-        shift, interval = hodges_lehmann(c_hl, b_hl, confidence)
+        c_test, c_test_b = subsample(
+            c, c_batches, TEST_MAX, rng, notes, "canary", "U test and bootstrap"
+        )
+        b_test, b_test_b = subsample(
+            b, b_batches, TEST_MAX, rng, notes, "baseline", "U test and bootstrap"
+        )
+        effects = rank_effects(c_test, b_test, c_test_b, b_test_b, confidence)
+        p_value = mann_whitney_p(c_test, b_test, u_variance_ratio(n, m, *effects))
+        c_hl, c_hl_b = subsample(c, c_batches, HL_MAX, rng, notes, "canary", "HL shift")
+        b_hl, b_hl_b = subsample(b, b_batches, HL_MAX, rng, notes, "baseline", "HL shift")
+        hl_effects = rank_effects(c_hl, b_hl, c_hl_b, b_hl_b, confidence)
+        ratio = u_variance_ratio(c_hl.size, b_hl.size, *hl_effects)
+        shift, interval = hodges_lehmann(c_hl, b_hl, confidence, ratio)
         p99_interval = bootstrap_quantile_diff(c_test, b_test, 99.0, confidence, resamples, rng)
+        p99_interval = _widened(
+            p99_interval,
+            _tail_effect(c, c_batches, confidence),
+            _tail_effect(b, b_batches, confidence),
+            c,
+            b,
+        )
+        if max(*effects, *hl_effects) > 1.0:
+            notes.append(
+                f"dependent samples: design effects {hl_effects[0]:.2g} (canary) and "
+                f"{hl_effects[1]:.2g} (baseline) widen the intervals"
+            )
         median_b = float(np.median(b))
         relative = shift / median_b if median_b else None
         margin = allowed * abs(median_b)
@@ -363,7 +392,10 @@ def compare_errors(
     p_value = shift = interval = relative = margin = None
     if p_c is not None and p_b is not None:
         p_value = min(1.0, float(stats.fisher_exact(np.array([[x, n - x], [y, m - y]])).pvalue))
-        interval = newcombe_interval(x, n, y, m, confidence)
+        one_sided = 0.5 + confidence / 2.0  # errors in bursts: effective counts per side
+        d_c = canary.effects.get("error_rate", INDEPENDENT).inflation(one_sided)
+        d_b = baseline.effects.get("error_rate", INDEPENDENT).inflation(one_sided)
+        interval = newcombe_interval(x / d_c, n / d_c, y / d_b, m / d_b, confidence)
         shift = p_c - p_b
         relative = shift / p_b if p_b else None
         margin = allowed * p_b
@@ -477,6 +509,33 @@ def like_with_like(
                 "the comparison is not like with like"
             )
     return notes
+
+
+def _finite_with(values: FloatArray, labels: Labels | None) -> tuple[FloatArray, Labels | None]:
+    v = np.asarray(values, dtype=np.float64)
+    finite = np.isfinite(v)
+    usable = labels is not None and labels.size == v.size
+    return v[finite], (labels[finite] if usable and labels is not None else None)
+
+
+def _tail_effect(values: FloatArray, labels: Labels | None, confidence: float) -> float:
+    """The design effect of the p99 (its indicator), at the one-sided (1 + c) / 2."""
+    if labels is None or values.size < 2:
+        return 1.0
+    p99 = float(np.percentile(values, 99.0))
+    return share_effect(labels, values <= p99).inflation(0.5 + confidence / 2.0)
+
+
+def _widened(
+    interval: Interval, d_c: float, d_b: float, canary: FloatArray, baseline: FloatArray
+) -> Interval:
+    """The independent resamples' p99-difference interval, widened about the observed
+    difference by the larger side's design effect (its standard error grows as sqrt(deff))."""
+    scale = math.sqrt(max(d_c, d_b, 1.0))
+    if scale == 1.0:
+        return interval
+    diff = float(np.percentile(canary, 99.0) - np.percentile(baseline, 99.0))
+    return diff - (diff - interval[0]) * scale, diff + (interval[1] - diff) * scale
 
 
 def _differs(canary: float, baseline: float) -> bool:

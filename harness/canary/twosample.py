@@ -1,6 +1,12 @@
 """Two-sample statistics for canary against baseline: Mann-Whitney U, the Hodges-Lehmann
 shift with its distribution-free interval, Newcombe's interval on a difference of two
-proportions, and a bootstrap interval on a quantile difference (see harness.canary.compare)."""
+proportions, and a bootstrap interval on a quantile difference (see harness.canary.compare).
+
+Each side's samples are dependent (chunks of one request, requests close in time), so every
+variance takes each side's design effect (harness.judge.dependence). For U it is the design
+effect of the side's mean pooled rank, the term U's variance is made of (its Hajek
+projection): Var(U) = nm (m d_c + n d_b + 1) / 12, which is the textbook nm (n + m + 1) / 12
+when both are 1."""
 
 from __future__ import annotations
 
@@ -11,33 +17,69 @@ import numpy as np
 from scipy import stats
 
 from harness.judge.confidence import FloatArray, Interval
+from harness.judge.dependence import Labels, mean_effect
 
 #: Below this many values a side, the U test's p-value is exact rather than asymptotic.
 EXACT_MAX: Final = 8
 
 
-def mann_whitney_p(canary: FloatArray, baseline: FloatArray) -> float | None:
-    """Two-sided Mann-Whitney U p-value; exact for tiny tie-free samples, else asymptotic."""
+def rank_effects(
+    canary: FloatArray,
+    baseline: FloatArray,
+    canary_batches: Labels | None,
+    baseline_batches: Labels | None,
+    confidence: float,
+) -> tuple[float, float]:
+    """Each side's design effect on its mean pooled rank, at the one-sided (1 + c) / 2."""
+    if canary_batches is None and baseline_batches is None:
+        return 1.0, 1.0
+    ranks = stats.rankdata(np.concatenate([canary, baseline]))
+    one_sided = 0.5 + confidence / 2.0
+    d_c = mean_effect(canary_batches, ranks[: canary.size]).inflation(one_sided)
+    d_b = mean_effect(baseline_batches, ranks[canary.size :]).inflation(one_sided)
+    return d_c, d_b
+
+
+def u_variance_ratio(n: int, m: int, d_c: float, d_b: float) -> float:
+    """Var(U) with these design effects over Var(U) for independent samples."""
+    return (m * d_c + n * d_b + 1.0) / (n + m + 1.0)
+
+
+def mann_whitney_p(
+    canary: FloatArray, baseline: FloatArray, variance_ratio: float = 1.0
+) -> float | None:
+    """Two-sided Mann-Whitney U p-value; exact for tiny tie-free samples, else asymptotic,
+    with U's variance scaled by ``variance_ratio`` (dependence) when above 1."""
     small = min(canary.size, baseline.size) <= EXACT_MAX
     method: Literal["asymptotic", "auto"] = "auto" if small else "asymptotic"
     p = float(stats.mannwhitneyu(canary, baseline, alternative="two-sided", method=method).pvalue)
-    return p if math.isfinite(p) else None  # every value tied: no test
+    if not math.isfinite(p):
+        return None  # every value tied: no test
+    if variance_ratio > 1.0 and 0.0 < p < 1.0:
+        z = float(stats.norm.isf(p / 2.0)) / math.sqrt(variance_ratio)
+        p = float(2.0 * stats.norm.sf(z))
+    return p
 
 
 def hodges_lehmann(
-    canary: FloatArray, baseline: FloatArray, confidence: float
+    canary: FloatArray,
+    baseline: FloatArray,
+    confidence: float,
+    variance_ratio: float = 1.0,
 ) -> tuple[float, Interval | None]:
     """Median of the canary - baseline pairwise differences and its distribution-free interval.
 
     The interval is [D(k), D(nm+1-k)] of the sorted differences D, with k from the normal
-    approximation of U's null distribution (rounded down: coverage at least ``confidence``
-    when there are no ties). None when the samples are too small for any k.
+    approximation of U's null distribution, its variance scaled by ``variance_ratio`` for
+    dependent samples (rounded down: coverage at least ``confidence`` when there are no
+    ties). None when the samples are too small for any k.
     """
     n, m = canary.size, baseline.size
     diffs = np.subtract.outer(canary, baseline).ravel()
     total = diffs.size
     z = float(stats.norm.ppf(0.5 + confidence / 2.0))
-    k = math.floor(n * m / 2.0 - z * math.sqrt(n * m * (n + m + 1) / 12.0))
+    spread = math.sqrt(n * m * (n + m + 1) / 12.0 * max(variance_ratio, 1.0))
+    k = math.floor(n * m / 2.0 - z * spread)
     mid = sorted({(total - 1) // 2, total // 2})
     ranks = sorted({*mid, *((k - 1, total - k) if k >= 1 else ())})
     part = np.partition(diffs, ranks)
@@ -47,8 +89,9 @@ def hodges_lehmann(
     return shift, (float(part[k - 1]), float(part[total - k]))
 
 
-def newcombe_interval(x: int, n: int, y: int, m: int, confidence: float) -> Interval:
-    """Newcombe's hybrid score interval for x/n - y/m (two Wilson intervals combined)."""
+def newcombe_interval(x: float, n: float, y: float, m: float, confidence: float) -> Interval:
+    """Newcombe's hybrid score interval for x/n - y/m (two Wilson intervals combined); the
+    counts may be fractional (effective counts: x / deff of n / deff)."""
     z = float(stats.norm.ppf(0.5 + confidence / 2.0))
     p1, p2 = x / n, y / m
     l1, u1 = _wilson(x, n, z)
@@ -117,21 +160,24 @@ def _bootstrap_quantile(
     return out
 
 
-def _subsample(
+def subsample(
     values: FloatArray,
+    labels: Labels | None,
     cap: int,
     rng: np.random.Generator,
     notes: list[str],
     side: str,
     what: str,
-) -> FloatArray:
+) -> tuple[FloatArray, Labels | None]:
+    """At most ``cap`` values drawn at random, with their batches; a note says so."""
     if values.size <= cap:
-        return values
+        return values, labels
     notes.append(f"{what} from a random {cap} of the {values.size} {side} samples")
-    return rng.choice(values, size=cap, replace=False)
+    chosen = rng.choice(values.size, size=cap, replace=False)
+    return values[chosen], (labels[chosen] if labels is not None else None)
 
 
-def _wilson(x: int, n: int, z: float) -> Interval:
+def _wilson(x: float, n: float, z: float) -> Interval:
     p = x / n
     denom = 1.0 + z * z / n
     centre = (p + z * z / (2.0 * n)) / denom

@@ -25,6 +25,14 @@ import pyarrow.compute as pc
 
 from harness.collectors.window import HistogramWindow
 from harness.judge.confidence import FloatArray, OrderStatistics, percentile
+from harness.judge.dependence import (
+    BATCHES,
+    DesignEffect,
+    Labels,
+    count_effect,
+    request_batches,
+    share_effect,
+)
 from harness.judge.verdict import LatencyStats, RunSummary
 from harness.spec.metrics import percentile_of
 from harness.workload.calibration import TokenCalibration, token_calibration
@@ -70,6 +78,8 @@ OPTIONAL_COLUMNS = ("planned_prompt_tokens", "max_tokens")  # absent in hand-mad
 _NO_SLO: Mapping[str, float] = MappingProxyType({})
 _NO_HIST: Mapping[str, HistogramWindow] = MappingProxyType({})
 _NO_REASON: Mapping[str, str] = MappingProxyType({})
+_NO_BATCHES: Mapping[str, Labels] = MappingProxyType({})
+_NO_EFFECTS: Mapping[str, DesignEffect] = MappingProxyType({})
 
 
 @dataclass(frozen=True, slots=True)
@@ -99,6 +109,11 @@ class RunMetrics:
     # collected metric has no data (Prometheus down, no GPU, a restart), for the verdict.
     histograms: Mapping[str, HistogramWindow] = field(default_factory=lambda: _NO_HIST)
     missing: Mapping[str, str] = field(default_factory=lambda: _NO_REASON)
+    # Each sample's batch of requests (harness.judge.dependence), aligned with ``samples``,
+    # and the design effects of error_rate, request_rate and goodput: what makes the bounds
+    # hold on dependent data. Absent (hand-made metrics): the samples are taken as independent.
+    batches: Mapping[str, Labels] = field(default_factory=lambda: _NO_BATCHES)
+    effects: Mapping[str, DesignEffect] = field(default_factory=lambda: _NO_EFFECTS)
 
 
 def statistic(samples: FloatArray, stat: str) -> float:
@@ -168,21 +183,26 @@ def analyse(
     itl_kept = real_gap & np.repeat(latency_rows, lengths)[1:]
     intended = ~np.isnan(t_intended)
 
-    samples = {
-        "ttft": _finite(ttft),
-        "tpot": _finite(tpot),
-        "itl": _finite(gaps[itl_kept]),
-        "e2el": _finite(e2el),
-        "ttft_intended": _finite(np.where(intended, t_first - t_intended, np.nan)[latency_rows]),
-        "e2el_intended": _finite((end - t_intended)[ok & intended]),
-        "schedule_lag": _finite((t_sent - t_intended)[intended]),
+    batch = request_batches(t_sent, t_done)
+    gap_batch = np.repeat(batch, lengths)[1:]
+    kept = {
+        "ttft": _finite(ttft, batch),
+        "tpot": _finite(tpot, batch),
+        "itl": _finite(gaps[itl_kept], gap_batch[itl_kept]),
+        "e2el": _finite(e2el, batch),
+        "ttft_intended": _finite(
+            np.where(intended, t_first - t_intended, np.nan)[latency_rows], batch[latency_rows]
+        ),
+        "e2el_intended": _finite((end - t_intended)[ok & intended], batch[ok & intended]),
+        "schedule_lag": _finite((t_sent - t_intended)[intended], batch[intended]),
     }
+    samples = {name: values for name, (values, _) in kept.items()}
 
     good_rows = ok.copy()
     per_request = {"ttft": ttft, "tpot": tpot, "e2el": e2el}
     for key, bound in goodput_slo.items():
         if key == "itl":
-            good_rows &= latency_rows & (_max_gap(gaps, real_gap, starts, lengths) <= bound)
+            good_rows &= latency_rows & (max_gaps(gaps, real_gap, starts, lengths) <= bound)
         else:
             good_rows &= per_request[key] <= bound  # NaN (no value) compares False
 
@@ -197,6 +217,12 @@ def analyse(
     def rate(count: float) -> float | None:
         return count / duration if rated else None
 
+    slices = _time_slices(t_done, measure_start, duration)
+    effects = {
+        "error_rate": share_effect(batch, ~ok),
+        "request_rate": count_effect(_per_slice(slices, ok)),
+        "goodput": count_effect(_per_slice(slices, good_rows)),
+    }
     scalars: dict[str, float | None] = {
         "error_rate": (attempted - succeeded) / attempted if attempted else None,
         "request_rate": rate(succeeded),
@@ -217,7 +243,24 @@ def analyse(
         prompt_vs_planned=_calibration(table, "planned_prompt_tokens", prompt_tokens, ok),
         output_vs_asked=_calibration(table, "max_tokens", usage_out, ok),
         output_tokens_from_chunks=int(np.count_nonzero(ok & np.isnan(usage_out))),
+        batches=MappingProxyType({name: labels for name, (_, labels) in kept.items()}),
+        effects=MappingProxyType(effects),
     )
+
+
+def _time_slices(t_done: FloatArray, start: float, duration: float) -> IntArray:
+    """Each request's slice of the measured window cut into BATCHES equal stretches of time
+    (-1 outside it): what a rate's burstiness is measured on."""
+    if not math.isfinite(duration) or duration <= 0:
+        return np.full(t_done.size, -1, dtype=np.int64)
+    at = np.floor((t_done - start) / duration * BATCHES)
+    inside = np.isfinite(at) & (at >= 0)
+    return np.where(inside, np.minimum(np.nan_to_num(at), BATCHES - 1), -1).astype(np.int64)
+
+
+def _per_slice(slices: IntArray, rows: BoolArray) -> FloatArray:
+    chosen = slices[rows & (slices >= 0)]
+    return np.bincount(chosen, minlength=BATCHES).astype(np.float64)
 
 
 SUMMARY_METRICS = ("ttft", "tpot", "itl", "e2el", "schedule_lag")
@@ -330,7 +373,7 @@ def chunk_gaps(lengths: IntArray, values: FloatArray) -> tuple[FloatArray, BoolA
     return diffs, real, starts
 
 
-def _max_gap(diffs: FloatArray, real: BoolArray, starts: IntArray, lengths: IntArray) -> FloatArray:
+def max_gaps(diffs: FloatArray, real: BoolArray, starts: IntArray, lengths: IntArray) -> FloatArray:
     """Each row's largest gap; NaN for a row with fewer than two chunks (or a NaN gap)."""
     out = np.full(lengths.size, np.nan)
     has_gap = lengths > 1
@@ -342,10 +385,14 @@ def _max_gap(diffs: FloatArray, real: BoolArray, starts: IntArray, lengths: IntA
     return out
 
 
-def _finite(values: FloatArray) -> FloatArray:
-    out = np.ascontiguousarray(values[np.isfinite(values)], dtype=np.float64)
+def _finite(values: FloatArray, labels: Labels) -> tuple[FloatArray, Labels]:
+    """The finite values, read-only, with their requests' batches."""
+    finite = np.isfinite(values)
+    out = np.ascontiguousarray(values[finite], dtype=np.float64)
     out.flags.writeable = False
-    return out
+    kept = np.ascontiguousarray(labels[finite])
+    kept.flags.writeable = False
+    return out, kept
 
 
 def _mean(values: FloatArray) -> float | None:

@@ -11,9 +11,11 @@ import numpy as np
 
 from harness.judge.analysis import RunMetrics, statistic
 from harness.judge.confidence import (
+    FloatArray,
     OrderStatistics,
     duration_for_rate,
     mean_interval,
+    percentile,
     percentile_with_interval,
     rate_interval,
     requests_for_share,
@@ -21,6 +23,7 @@ from harness.judge.confidence import (
     samples_for_percentile,
     share_interval,
 )
+from harness.judge.dependence import INDEPENDENT, Labels, mean_effect, share_effect
 from harness.spec.metrics import SHARE_STAT, percentile_of
 from harness.spec.policy import Band, Objective
 
@@ -46,6 +49,8 @@ class Estimate:
     n: int  # samples behind the value (requests attempted, for run-level scalars)
     interval: tuple[float, float] | None = None
     missing: str | None = None
+    # n over the effective sample size the bounds were taken on (harness.judge.dependence)
+    deff: float = 1.0
 
 
 def estimate(
@@ -57,8 +62,9 @@ def estimate(
     """The objective's stat with its interval (harness.judge.confidence), or why there is none.
 
     Client percentiles get order-statistic bounds, means normal bounds, the error rate
-    Clopper-Pearson bounds, request and goodput rates Poisson bounds. A server histogram's
-    percentile gets the bucket that holds it. Sampled series (GPU, queue depth) are
+    Clopper-Pearson bounds, request and goodput rates Poisson bounds, each on the effective
+    sample size the run's dependence leaves (its design effect, by batch means). A server
+    histogram's percentile gets the bucket that holds it. Sampled series (GPU, queue depth) are
     autocorrelated, so no independent-sample interval applies: their stat is a point value.
     """
     metric = objective.definition
@@ -75,7 +81,9 @@ def estimate(
         if value is None or not math.isfinite(value):
             why = "no requests attempted" if n == 0 else "no measured duration"
             return Estimate(None, n, missing=f"no {metric.name}: {why} in the measured window")
-        return Estimate(value, n, interval=_scalar_interval(metric.name, metrics, confidence))
+        deff = metrics.effects.get(metric.name, INDEPENDENT).inflation(confidence)
+        interval = _scalar_interval(metric.name, metrics, confidence, deff)
+        return Estimate(value, n, interval=interval, deff=deff)
     samples = metrics.samples.get(metric.name)
     if samples is None:
         why = metrics.missing.get(metric.name, "not collected in this run")
@@ -86,29 +94,57 @@ def estimate(
             return Estimate(None, 0, missing=f"no {metric.name} samples in the measured window")
         return Estimate(None, 0, missing=f"no {metric.name} samples: the run had no {source}")
     if metric.source == "client":
+        labels = metrics.batches.get(metric.name)
         q = percentile_of(objective.stat)
         if q is not None:
-            value, interval = percentile_with_interval(samples, q, confidence, order)
-            return Estimate(value, int(samples.size), interval=interval)
+            return _percentile_estimate(samples, labels, q, confidence, order or OrderStatistics())
         if objective.stat == "mean":
-            return Estimate(
-                float(np.mean(samples)), int(samples.size), mean_interval(samples, confidence)
-            )
+            deff = mean_effect(labels, samples).inflation(confidence)
+            interval = mean_interval(samples, confidence, deff)
+            return Estimate(float(np.mean(samples)), int(samples.size), interval, deff=deff)
     return Estimate(statistic(samples, objective.stat), int(samples.size))
 
 
+def _percentile_estimate(
+    samples: FloatArray,
+    labels: Labels | None,
+    q: float,
+    confidence: float,
+    order: OrderStatistics,
+) -> Estimate:
+    """A client percentile with bounds on the effective sample size.
+
+    "Below x" is more dependent the nearer x lies to the median (tail events cluster less
+    than central ones), so the bound on the median's side of the estimate (the lower bound
+    of a p90) takes the mean of the design effects at the estimate and where the bound lies,
+    when the latter is larger.
+    """
+    point = percentile(samples, q, order)
+    deff = share_effect(labels, samples <= point).inflation(confidence)
+    value, (low, high) = percentile_with_interval(samples, q, confidence, order, deff)
+    inner = 0 if q >= 50.0 else 1
+    bound = (low, high)[inner]
+    at = share_effect(labels, samples <= bound).inflation(confidence) if math.isfinite(bound) else 0
+    if at > deff:  # halfway: the bound moves, and with it where "below x" is measured
+        halfway = (at + deff) / 2.0
+        moved = percentile_with_interval(samples, q, confidence, order, halfway)[1][inner]
+        low, high = (moved, high) if inner == 0 else (low, moved)
+    interval = (low, high)
+    return Estimate(value, int(samples.size), interval=interval, deff=deff)
+
+
 def _scalar_interval(
-    name: str, metrics: RunMetrics, confidence: float
+    name: str, metrics: RunMetrics, confidence: float, deff: float
 ) -> tuple[float, float] | None:
     if name == "error_rate":
-        return share_interval(metrics.failed, metrics.attempted, confidence)
+        return share_interval(metrics.failed, metrics.attempted, confidence, deff)
     duration = metrics.duration_s
     if duration is None or duration <= 0:
         return None
     if name == "request_rate":
-        return rate_interval(metrics.succeeded, duration, confidence)
+        return rate_interval(metrics.succeeded, duration, confidence, deff)
     if name == "goodput":
-        return rate_interval(metrics.good, duration, confidence)
+        return rate_interval(metrics.good, duration, confidence, deff)
     return None  # token rates are not Poisson counts; server counters have no sample count
 
 
@@ -125,19 +161,22 @@ def more_data(
         return None
     attempted = max(metrics.attempted, 1)
     needed: int | None = None
+    scale = max(est.deff, 1.0)  # each effective sample costs deff real ones
     if metric.name == "error_rate":
-        needed = requests_for_share(est.value, bound, confidence)
+        found = requests_for_share(est.value, bound, confidence)
+        needed = math.ceil(found * scale) if found is not None else None
     elif objective.stat == SHARE_STAT:
         samples = metrics.samples.get(metric.name)
         n_samples = requests_for_share(est.value, bound, confidence)
         if n_samples is None or samples is None or samples.size == 0:
             return None
-        needed = math.ceil(n_samples * attempted / samples.size)
+        needed = math.ceil(n_samples * scale * attempted / samples.size)
     elif metric.name in ("request_rate", "goodput"):
         seconds = duration_for_rate(est.value, bound, confidence)
         measured = metrics.duration_s or 0.0
         if seconds is None:
             return None
+        seconds *= scale
         return (
             f"about {seconds:.0f} s of measurement would decide ({seconds - measured:+.0f} s), "
             "if the rate stays as measured"
@@ -157,7 +196,7 @@ def more_data(
             return None
         if n_samples is None:
             return None
-        needed = math.ceil(n_samples * attempted / samples.size)  # samples per request
+        needed = math.ceil(n_samples * scale * attempted / samples.size)  # per request
     if needed is None:
         return None
     more = max(needed - metrics.attempted, 0)
@@ -198,10 +237,12 @@ def _share_estimate(objective: Objective, metrics: RunMetrics, confidence: float
         why = metrics.missing.get(name, "no samples in the measured window")
         return Estimate(None, 0, missing=f"no {name} data: {why}")
     n = int(samples.size)
-    k = int(np.count_nonzero(samples <= bound))
+    hits = samples <= bound
+    k = int(np.count_nonzero(hits))
     if objective.definition.source != "client":
         return Estimate(k / n, n)
-    return Estimate(k / n, n, interval=share_interval(k, n, confidence))
+    deff = share_effect(metrics.batches.get(name), hits).inflation(confidence)
+    return Estimate(k / n, n, interval=share_interval(k, n, confidence, deff), deff=deff)
 
 
 def _histogram_estimate(objective: Objective, metrics: RunMetrics) -> Estimate:
