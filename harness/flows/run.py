@@ -32,7 +32,7 @@ from harness.load.distributed import host_port, run_master
 from harness.load.driver import LoadOutcome, LoadPlan, run_load
 from harness.load.openai_api import endpoint_for
 from harness.load.progress import LiveStats, ProgressLine
-from harness.load.target import ResolvedTarget, resolve, simulator
+from harness.load.target import ResolvedTarget, auth_only, preflight, resolve, simulator
 from harness.records.log import RecordLog, consolidate
 from harness.records.record import RequestRecord
 from harness.records.run_dir import Manifest, new_run_dir
@@ -41,7 +41,18 @@ from harness.spec.load import ClosedLoop, PoissonArrivals
 from harness.spec.policy import Policy, load_policy
 from harness.spec.scenario import Scenario, check_base_url, load_scenario, policy_path
 from harness.workload.base import Workload
-from harness.workload.build import build_workload
+from harness.workload.build import build_workload, use_tokens
+from harness.workload.tokens import (
+    TARGET as TOKENIZE_ON_TARGET,
+)
+from harness.workload.tokens import (
+    Counter,
+    TokenTable,
+    learn_table,
+    local_counter,
+    server_counter,
+    with_overhead,
+)
 
 
 @dataclass(frozen=True, slots=True)
@@ -73,15 +84,44 @@ class Inputs:
     policy_file: Path
     policy: Policy
     workload: Workload
+    counter: tuple[Counter, str] | None = None  # a local tokenizer and where it came from
 
 
 def load_inputs(req: RunRequest) -> Inputs:
-    """Steps 1-2: the scenario (with --set overrides), its workload's datasets, and the
-    policy it names (or --policy)."""
+    """Steps 1-2: the scenario (with --set overrides), its workload's datasets, a local
+    tokenizer, and the policy it names (or --policy)."""
     scenario = load_scenario(req.scenario_file, list(req.overrides))
     workload = build_workload(scenario.workload, req.scenario_file.parent, str(req.scenario_file))
+    tokenizer = scenario.workload.tokenizer
+    counter = None
+    if tokenizer is not None and tokenizer != TOKENIZE_ON_TARGET:
+        counter = local_counter(tokenizer, req.scenario_file.parent, str(req.scenario_file))
     pfile = req.policy_file or policy_path(req.scenario_file, scenario)
-    return Inputs(scenario, pfile, load_policy(pfile), workload)
+    return Inputs(scenario, pfile, load_policy(pfile), workload, counter)
+
+
+def plan_tokens(inputs: Inputs, target: ResolvedTarget) -> TokenTable | None:
+    """With workload.tokenizer: which words are one token, and what the server adds to every
+    prompt (the usage of one request of a probe prompt, less its words); the workload plans
+    lengths with them."""
+    scenario = inputs.scenario
+    if scenario.workload.tokenizer is None:
+        return None
+    if inputs.counter is not None:
+        count, source = inputs.counter
+    else:
+        headers = auth_only(endpoint_for(scenario, target.url).headers)
+        count = server_counter(target.url, target.model, headers, scenario.target.read_timeout_s)
+        source = "the target's /tokenize"
+    table = learn_table(count, source)
+    probe = table.probe()
+    t = scenario.target
+    answer = preflight(target.url, endpoint_for(scenario, target.url), target.model, t.api,
+                       t.read_timeout_s, text=probe)  # fmt: skip
+    served = answer.get("prompt_tokens")
+    table = with_overhead(table, served if isinstance(served, int) else None, probe)
+    use_tokens(inputs.workload, table)
+    return table
 
 
 @contextlib.contextmanager
@@ -120,10 +160,19 @@ def execute(req: RunRequest, announce: Callable[[str], None] = lambda _: None) -
     inputs = load_inputs(req)
     scenario, policy = inputs.scenario, inputs.policy
     with target_for(req, scenario) as target:
+        tokens = plan_tokens(inputs, target)
         run_dir, manifest = open_run(req, scenario, inputs.policy_file, policy, target)
         announce(describe(scenario, target, run_dir))
         for note in target.notes:
             announce(f"note: {note}")
+        if tokens is not None:
+            said = (
+                f"prompt lengths in the model's tokens ({tokens.source}): "
+                f"{len(tokens.words)} words are one token each; the server adds "
+                f"{tokens.overhead} tokens to every prompt"
+            )
+            manifest.notes.append(said)
+            announce(f"note: {said}")
         collection = CollectorSession(
             scenario.collect,
             run_dir,
@@ -159,6 +208,8 @@ def execute(req: RunRequest, announce: Callable[[str], None] = lambda _: None) -
         "sent": outcome.sent,
         "cut_at_drain": outcome.cut_at_drain,
     }
+    if tokens is not None:
+        manifest.load["tokenizer"] = tokens.to_json()
     if outcome.interrupted is not None:
         tl = outcome.timeline
         when = outcome.interrupted_at if outcome.interrupted_at is not None else tl.wall_end

@@ -23,7 +23,6 @@ from harness.records.record import RequestRecord
 from harness.spec.load import LoadSpec, planned_looks
 from harness.spec.policy import Policy
 
-
 #: The interpreter's switch interval while a look runs (its thread and the load's loop share
 #: the interpreter lock).
 LOOK_SWITCH_S = 0.0005

@@ -47,7 +47,7 @@ class ResolvedTarget:
 
 def list_models(url: str, endpoint: Endpoint, timeout_s: float) -> tuple[str, ...]:
     """GET /models; a refused key exits 2, no answer or an error status 4."""
-    req = urllib.request.Request(url + "/models", headers=_auth_only(endpoint.headers))
+    req = urllib.request.Request(url + "/models", headers=auth_only(endpoint.headers))
     try:
         with urllib.request.urlopen(req, timeout=timeout_s) as resp:
             body = resp.read()
@@ -72,7 +72,12 @@ def list_models(url: str, endpoint: Endpoint, timeout_s: float) -> tuple[str, ..
         ) from None
 
 
-def _auth_only(headers: dict[str, str]) -> dict[str, str]:
+#: The preflight request's text.
+PREFLIGHT_TEXT = "Hello"
+
+
+def auth_only(headers: dict[str, str]) -> dict[str, str]:
+    """The credentials among an endpoint's headers (what a side request to the target needs)."""
     return {k: v for k, v in headers.items() if k.lower() == "authorization"}
 
 
@@ -86,26 +91,25 @@ def _answer(exc: urllib.error.HTTPError, endpoint: Endpoint) -> str:
 
 
 def preflight(
-    url: str, endpoint: Endpoint, model: str, api: str, timeout_s: float
+    url: str, endpoint: Endpoint, model: str, api: str, timeout_s: float, text: str = PREFLIGHT_TEXT
 ) -> dict[str, Any]:
     """One small request with the scenario's model, API and key before any load, so that a
     wrong key or model stops the run with the target's answer (exit 2) instead of a full
     load of errors that CI would read as a failed canary. 5xx and 429 answers do not stop
     it: the load measures those, and a target that fails is a failed canary."""
     content: dict[str, Any] = (
-        {"messages": [{"role": "user", "content": "Hello"}]}
-        if api == "chat"
-        else {"prompt": "Hello"}
+        {"messages": [{"role": "user", "content": text}]} if api == "chat" else {"prompt": text}
     )
     body = json.dumps({"model": model, "max_tokens": 1, "stream": False, **content}).encode()
-    headers = {**_auth_only(endpoint.headers), "Content-Type": "application/json",
+    headers = {**auth_only(endpoint.headers), "Content-Type": "application/json",
                "Accept": "application/json"}  # fmt: skip
     req = urllib.request.Request(endpoint.base_url + endpoint.path, data=body, headers=headers,
                                  method="POST")  # fmt: skip
     started = time.monotonic()
+    answer = b""
     try:
         with urllib.request.urlopen(req, timeout=timeout_s) as resp:
-            resp.read()
+            answer = resp.read()
             status = int(resp.status)
     except urllib.error.HTTPError as exc:
         status = exc.code
@@ -122,7 +126,20 @@ def preflight(
         raise TargetUnreachable(
             f"target {url} did not answer a test request: {endpoint.redact(str(reason), 300)}"
         ) from None
-    return {"status": status, "seconds": round(time.monotonic() - started, 3)}
+    out: dict[str, Any] = {"status": status, "seconds": round(time.monotonic() - started, 3)}
+    if status == 200:
+        out["prompt_tokens"] = _prompt_tokens(answer)
+    return out
+
+
+def _prompt_tokens(body: bytes) -> int | None:
+    """usage.prompt_tokens of a JSON answer, when it has one."""
+    try:
+        usage = json.loads(body).get("usage") or {}
+    except (ValueError, AttributeError):
+        return None
+    count = usage.get("prompt_tokens") if isinstance(usage, dict) else None
+    return count if isinstance(count, int) and not isinstance(count, bool) else None
 
 
 def resolve(

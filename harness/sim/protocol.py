@@ -14,7 +14,13 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from harness.sim.text import WORDS, WORDS_JSON, chat_prompt_tokens, completion_prompt_tokens
+from harness.sim.text import (
+    WORDS,
+    WORDS_JSON,
+    chat_prompt_tokens,
+    completion_prompt_tokens,
+    count_tokens,
+)
 
 ApiKind = Literal["chat", "completion"]
 
@@ -79,6 +85,25 @@ class CompletionRequest(_GenerationRequest):
                 raise BadRequestError("the simulator serves one prompt per request")
             prompt = prompt[0]
         return completion_prompt_tokens(prompt)
+
+
+class TokenizeRequest(_Lenient):
+    """vLLM's /tokenize: a prompt, or chat messages put through the template."""
+
+    model: str | None = None
+    prompt: str | None = None
+    messages: list[Message] | None = None
+    add_special_tokens: bool = True
+
+    def count(self) -> int:
+        """Tokens as a generation request with this prompt would count them in its usage."""
+        if self.messages is not None:
+            return chat_prompt_tokens([_message_text(m) for m in self.messages])
+        if self.prompt is None:
+            raise BadRequestError("prompt or messages is required")
+        if self.add_special_tokens:
+            return completion_prompt_tokens(self.prompt)
+        return count_tokens(self.prompt)
 
 
 class BadRequestError(ValueError):

@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 
 from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST
+from pydantic import ValidationError
 
 from harness.sim.engine import Engine
 from harness.sim.faults import FaultInjector, FaultPlan
@@ -23,6 +24,7 @@ from harness.sim.protocol import (
     ChatRequest,
     CompletionRequest,
     Reply,
+    TokenizeRequest,
     error_body,
     output_text,
     parse_request,
@@ -82,6 +84,7 @@ def create_app(settings: SimSettings) -> web.Application:
     app.router.add_get("/v1/models", _models)
     app.router.add_post("/v1/chat/completions", _chat)
     app.router.add_post("/v1/completions", _completions)
+    app.router.add_post("/tokenize", _tokenize)
     return app
 
 
@@ -134,6 +137,20 @@ async def _models(request: web.Request) -> web.Response:
         "max_model_len": s.max_model_len,
     }
     return web.json_response({"object": "list", "data": [card]})
+
+
+async def _tokenize(request: web.Request) -> web.Response:
+    """vLLM's /tokenize, counting as the usage of a request does (harness.sim.text); the ids
+    are stand-ins, one per token."""
+    try:
+        req = TokenizeRequest.model_validate_json(await request.read())
+        count = req.count()
+    except (ValidationError, BadRequestError) as exc:
+        return _json_error(400, str(exc).splitlines()[0], "BadRequestError")
+    s = request.app[STATE].settings
+    return web.json_response(
+        {"count": count, "max_model_len": s.max_model_len, "tokens": list(range(count))}
+    )
 
 
 async def _chat(request: web.Request) -> web.StreamResponse:

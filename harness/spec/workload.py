@@ -182,6 +182,13 @@ class _WorkloadBase(StrictModel):
         le=2**63 - 1,
         description="seed of prompts, lengths and dataset order: same seed, same requests",
     )
+    tokenizer: str | None = Field(
+        default=None,
+        min_length=1,
+        description="count prompt lengths in the model's tokens: a local tokenizer.json or "
+        "model folder (relative to the scenario file), or 'target' for the target's own "
+        "/tokenize; null: lengths are words",
+    )
 
 
 class SyntheticWorkload(_WorkloadBase):
@@ -194,6 +201,16 @@ class SyntheticWorkload(_WorkloadBase):
 
 class _DatasetBase(_WorkloadBase):
     path: str = Field(min_length=1, description="dataset file, relative to the scenario file")
+
+    @field_validator("tokenizer")
+    @classmethod
+    def _generated_only(cls, value: str | None) -> str | None:
+        if value is not None:
+            raise ValueError(
+                "applies to generated prompts (synthetic, shared_prefix, multi_turn); a "
+                "dataset's prompts are sent as they are"
+            )
+        return value
 
 
 class ShareGPTWorkload(_DatasetBase):
@@ -227,12 +244,13 @@ class JsonlWorkload(_DatasetBase):
     )
 
 
-def prefix_words_needed(num_prefixes: int) -> int:
-    """Fewest leading words that can tell `num_prefixes` prefixes apart."""
-    words, distinct = 1, len(VOCABULARY)
+def prefix_words_needed(num_prefixes: int, vocabulary: int = len(VOCABULARY)) -> int:
+    """Fewest leading words from ``vocabulary`` words that can tell `num_prefixes` prefixes
+    apart."""
+    words, distinct = 1, vocabulary
     while distinct < num_prefixes:
         words += 1
-        distinct *= len(VOCABULARY)
+        distinct *= vocabulary
     return words
 
 

@@ -6,10 +6,12 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from harness.errors import UsageError
 from harness.spec.workload import WorkloadSpec
 from harness.workload.base import Workload
 from harness.workload.datasets import Origin, load_jsonl, load_sharegpt
 from harness.workload.generated import MultiTurn, SharedPrefix, Synthetic
+from harness.workload.tokens import TokenTable
 
 _BUILDERS: dict[str, Callable[[Any, Origin], Workload]] = {
     "synthetic": lambda spec, _: Synthetic(spec),
@@ -28,3 +30,10 @@ def build_workload(
     Relative dataset paths start at `scenario_dir`, the scenario file's folder."""
     origin = Origin(source=source or str(scenario_dir), key=key, base_dir=scenario_dir)
     return _BUILDERS[spec.type](spec, origin)
+
+
+def use_tokens(workload: Workload, table: TokenTable) -> None:
+    """Have a generated workload plan its prompt lengths in the model's tokens."""
+    if not isinstance(workload, Synthetic | SharedPrefix | MultiTurn):
+        raise UsageError("workload.tokenizer applies to generated prompts only")
+    workload.use_tokens(table)

@@ -16,6 +16,7 @@ from harness.spec.workload import (
 )
 from harness.workload.base import Messages, RequestSpec, SingleRequest, aux_rng, session_rng
 from harness.workload.text import random_words, word_count
+from harness.workload.tokens import TokenTable
 
 _GROUP_ORDER, _PREFIX_TEXT, _PREFIX_HEAD = 1, 2, 3  # aux_rng purposes
 
@@ -27,11 +28,19 @@ class Synthetic:
 
     def __init__(self, spec: SyntheticWorkload) -> None:
         self.spec = spec
+        self.tokens: TokenTable | None = None
+
+    def use_tokens(self, table: TokenTable) -> None:
+        """Plan lengths in the model's tokens (harness.workload.tokens) from now on."""
+        self.tokens = table
 
     def request(self, index: int) -> RequestSpec:
         rng = session_rng(self.spec.seed, index)
         words = self.spec.prompt_tokens.draw(rng)
         max_tokens = self.spec.max_tokens.draw(rng)
+        if self.tokens is not None:
+            text = self.tokens.random_words(rng, self.tokens.text_tokens(words))
+            return RequestSpec.single(text, max_tokens, words)
         return RequestSpec.single(random_words(rng, words), max_tokens, words)
 
     def session(self, index: int) -> SingleRequest:
@@ -51,10 +60,23 @@ class SharedPrefix:
 
     def __init__(self, spec: SharedPrefixWorkload) -> None:
         self.spec = spec
-        digits = prefix_words_needed(spec.num_prefixes)
-        self._head_offsets = aux_rng(spec.seed, _PREFIX_HEAD).integers(0, len(VOCABULARY), digits)
-        self.prefix = functools.lru_cache(maxsize=1024)(self._make_prefix)
+        self.tokens: TokenTable | None = None
+        self._words: tuple[str, ...] = VOCABULARY
+        self._set_heads()
         self._order = functools.lru_cache(maxsize=4)(self._make_order)
+
+    def _set_heads(self) -> None:
+        digits = prefix_words_needed(self.spec.num_prefixes, len(self._words))
+        rng = aux_rng(self.spec.seed, _PREFIX_HEAD)
+        self._head_offsets = rng.integers(0, len(self._words), digits)
+        self.prefix = functools.lru_cache(maxsize=1024)(self._make_prefix)
+
+    def use_tokens(self, table: TokenTable) -> None:
+        """Plan lengths in the model's tokens: prefixes and suffixes of one-token words, the
+        server's own tokens taken off each suffix."""
+        self.tokens = table
+        self._words = table.words
+        self._set_heads()
 
     def group_of(self, index: int) -> int:
         """The prefix group request `index` belongs to."""
@@ -69,10 +91,15 @@ class SharedPrefix:
         length = self.spec.prefix_tokens.draw(rng)
         head: list[str] = []
         rest = group
-        for offset in self._head_offsets.tolist():  # group in base len(VOCABULARY), shuffled
-            rest, digit = divmod(rest, len(VOCABULARY))
-            head.append(VOCABULARY[(digit + offset) % len(VOCABULARY)])
-        tail = random_words(rng, length - len(head))
+        words = self._words
+        for offset in self._head_offsets.tolist():  # group in base len(words), shuffled
+            rest, digit = divmod(rest, len(words))
+            head.append(words[(digit + offset) % len(words)])
+        if self.tokens is not None:  # the lead word first, then the group's words
+            tail = self.tokens.random_words(rng, max(length - len(head) - 1, 0), lead=False)
+            lead = self.tokens.words[0]
+            return " ".join([lead, *head]) + (" " + tail if tail else "")
+        tail = random_words(rng, max(length - len(head), 0))
         return " ".join(head) + (" " + tail if tail else "")
 
     def request(self, index: int) -> RequestSpec:
@@ -80,8 +107,13 @@ class SharedPrefix:
         rng = session_rng(self.spec.seed, index)
         suffix_words = self.spec.suffix_tokens.draw(rng)
         max_tokens = self.spec.max_tokens.draw(rng)
+        planned = word_count(prefix) + suffix_words
+        if self.tokens is not None:
+            suffix_count = max(1, suffix_words - self.tokens.overhead)
+            suffix = self.tokens.random_words(rng, suffix_count, lead=False)
+            return RequestSpec.single(prefix + " " + suffix, max_tokens, planned)
         prompt = prefix + " " + random_words(rng, suffix_words)
-        return RequestSpec.single(prompt, max_tokens, word_count(prefix) + suffix_words)
+        return RequestSpec.single(prompt, max_tokens, planned)
 
     def session(self, index: int) -> SingleRequest:
         return SingleRequest(self.request(index))
@@ -90,10 +122,13 @@ class SharedPrefix:
 class Conversation:
     """One multi-turn session: every turn sends the history so far plus new user text."""
 
-    __slots__ = ("_index", "_messages", "_planned", "_rng", "_spec", "_turn", "turns")
+    __slots__ = ("_index", "_messages", "_planned", "_rng", "_spec", "_tokens", "_turn", "turns")
 
-    def __init__(self, spec: MultiTurnWorkload, index: int) -> None:
+    def __init__(
+        self, spec: MultiTurnWorkload, index: int, tokens: TokenTable | None = None
+    ) -> None:
         self._spec = spec
+        self._tokens = tokens
         self._index = index
         self._rng = session_rng(spec.seed, index)
         self.turns = spec.turns.draw(self._rng)
@@ -112,7 +147,8 @@ class Conversation:
             self._planned += word_count(last_reply)
         words = self._spec.prompt_tokens.draw(self._rng)
         max_tokens = self._spec.max_tokens.draw(self._rng)
-        text = random_words(self._rng, words)
+        tokens = self._tokens
+        text = tokens.random_words(self._rng, words) if tokens else random_words(self._rng, words)
         self._messages += (("user", text),)
         self._planned += words
         spec = RequestSpec(
@@ -135,6 +171,11 @@ class MultiTurn:
 
     def __init__(self, spec: MultiTurnWorkload) -> None:
         self.spec = spec
+        self.tokens: TokenTable | None = None
+
+    def use_tokens(self, table: TokenTable) -> None:
+        """User turns of one-token words (the history's replies are the server's own text)."""
+        self.tokens = table
 
     def session(self, index: int) -> Conversation:
-        return Conversation(self.spec, index)
+        return Conversation(self.spec, index, self.tokens)

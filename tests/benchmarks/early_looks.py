@@ -13,8 +13,6 @@ same loop with no looks.
 
 from __future__ import annotations
 
-import harness.load  # noqa: F401  (gevent patches the standard library first, as in a run)
-
 import argparse
 import time
 
@@ -22,6 +20,7 @@ import gevent
 import numpy as np
 import pyarrow as pa
 
+import harness.load  # noqa: F401  (gevent patches the standard library first, as in a run)
 from harness.judge.analysis import analyse
 from harness.judge.classify import evaluate
 from harness.judge.early import EarlyJudge
@@ -46,7 +45,11 @@ POLICY = Policy.model_validate(
     }
 )
 LOAD = LoadSpec.model_validate(
-    {"duration_s": 3600, "early_stop": {"every_s": 10, "min_s": 30}, "arrival": {"type": "poisson", "rate": 10}}
+    {
+        "duration_s": 3600,
+        "early_stop": {"every_s": 10, "min_s": 30},
+        "arrival": {"type": "poisson", "rate": 10},
+    }
 )
 
 
@@ -141,7 +144,10 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--sizes", type=int, nargs="+", default=[10_000, 200_000])
     args = parser.parse_args()
-    print("| records taken | look with tallies | look as before (all records) | loop lag p99 / max, no looks | with looks every 100 ms |")
+    print(
+        "| records taken | look with tallies | look as before (all records) "
+        "| loop lag p99 / max, no looks | with looks every 100 ms |"
+    )
     print("|---:|---:|---:|---:|---:|")
     for n in args.sizes:
         new, old = look_costs(n)

@@ -8,15 +8,27 @@ The weights are noise, but the model is shaped so that tests can rely on it:
   layer writes to, and the `output` rows of the special, byte and prefix tokens are zero except
   a large negative weight on that channel. Output is readable words and EOS is never sampled,
   even with `top_k` disabled and without `ignore_eos`, so completions have exactly `max_tokens`.
+
+`write_tiny_llama(..., bpe=train_bpe_tokenizer(project_texts()))` gives the same model with a
+GPT-2 style byte-level BPE vocabulary instead, trained here with Hugging Face `tokenizers`:
+llama-server then splits text exactly as that `tokenizer.json` does, so a test can count a
+prompt's tokens itself (`usage.prompt_tokens` is that count plus the BOS llama-server adds).
 """
 
 from __future__ import annotations
 
+import json
+import re
+from collections.abc import Iterable
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import gguf
 import numpy as np
 import numpy.typing as npt
+
+if TYPE_CHECKING:  # imported where used: conftest imports this module, and most tests need no BPE
+    from tokenizers import Tokenizer
 
 # Common English words (a superset of harness/prompts.py's list): one token each here.
 _WORDS_TEXT = (
@@ -88,6 +100,70 @@ def _vocab() -> tuple[list[str], list[float], list[int], set[int]]:
     return tokens, scores, types, sampled
 
 
+# The byte-level BPE vocabulary (`bpe=`): GPT-2's one special token stands for both BOS and EOS;
+# the ChatML markers are special tokens too, so a chat template costs a few tokens, not dozens.
+BPE_ENDOFTEXT = "<|endoftext|>"
+BPE_SPECIAL_TOKENS: tuple[str, ...] = (BPE_ENDOFTEXT, "<|im_start|>", "<|im_end|>")
+# llama.cpp's name for the GPT-2 pre-tokenizer: the regex of HF's `ByteLevel(use_regex=True)`,
+# `'s|'t|'re|'ve|'m|'ll|'d| ?\p{L}+| ?\p{N}+| ?[^\s\p{L}\p{N}]+|\s+(?!\S)`, and nothing more.
+# ("default" adds splits of its own, on punctuation runs and digits, that HF does not make.)
+BPE_PRE_TOKENIZER = "gpt-2"
+# Word tokens, the only ones sampled: the byte-level space marker, then letters only.
+_BPE_WORD = re.compile(r"Ġ[A-Za-z]+")
+_REPO_ROOT = Path(__file__).resolve().parents[2]
+
+
+def project_texts(root: Path = _REPO_ROOT) -> list[str]:
+    """The repository's own prose (README.md, then docs/*.md by name): a BPE training corpus."""
+    paths = [root / "README.md", *sorted((root / "docs").glob("*.md"))]
+    return [p.read_text(encoding="utf-8") for p in paths if p.is_file()]
+
+
+def train_bpe_tokenizer(texts: Iterable[str], vocab_size: int = 2000) -> Tokenizer:
+    """A GPT-2 style byte-level BPE tokenizer trained on `texts` (deterministic for the same texts).
+
+    No normalizer and no post-processor: `encode(text, add_special_tokens=False)` and
+    `encode(text)` give the same ids, the ones llama-server's `/tokenize` gives with
+    `add_special: false`. The special tokens are `BPE_SPECIAL_TOKENS`, ids 0, 1, 2.
+    """
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
+
+    tok = Tokenizer(models.BPE())
+    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    tok.decoder = decoders.ByteLevel()
+    trainer = trainers.BpeTrainer(
+        vocab_size=vocab_size,
+        special_tokens=list(BPE_SPECIAL_TOKENS),
+        initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
+        show_progress=False,
+    )
+    tok.train_from_iterator(list(texts), trainer=trainer)
+    return tok
+
+
+def _bpe_vocab(tok: Tokenizer) -> tuple[list[str], list[int], list[str], set[int], int]:
+    """Tokens in id order, their types, the merges, the ids allowed to be sampled, and BOS/EOS."""
+    by_id = {i: t for t, i in tok.get_vocab(with_added_tokens=True).items()}
+    if sorted(by_id) != list(range(len(by_id))):
+        raise ValueError("the tokenizer's ids are not contiguous from 0")
+    tokens = [by_id[i] for i in range(len(by_id))]
+    special = {i for i, t in tok.get_added_tokens_decoder().items() if t.special}
+    types: list[int] = [
+        gguf.TokenType.CONTROL if i in special else gguf.TokenType.NORMAL
+        for i in range(len(tokens))
+    ]
+    model = json.loads(tok.to_str())["model"]
+    if model.get("type") != "BPE":
+        raise ValueError(f"not a BPE tokenizer: {model.get('type')!r}")
+    # tokenizers >= 0.20 writes a merge as a pair, older versions as one "a b" string.
+    merges = [m if isinstance(m, str) else " ".join(m) for m in model["merges"]]
+    sampled = {i for i, t in enumerate(tokens) if i not in special and _BPE_WORD.fullmatch(t)}
+    endoftext = tok.token_to_id(BPE_ENDOFTEXT)
+    if endoftext is None:
+        raise ValueError(f"the tokenizer has no {BPE_ENDOFTEXT} token")
+    return tokens, types, merges, sampled, endoftext
+
+
 def write_tiny_llama(
     path: Path,
     *,
@@ -98,18 +174,33 @@ def write_tiny_llama(
     n_ff: int | None = None,
     n_ctx: int = 4096,
     seed: int = 0,
+    bpe: Tokenizer | None = None,
 ) -> Path:
     """Write a deterministic (seeded) random-weight llama model to `path` and return it.
 
     The default (64 wide, 2 layers) is under 1 MB and very fast on a CPU; `n_embd=512,
     n_layer=8` gives a slower, more GPU-like per-token latency.
+
+    With `bpe` (from `train_bpe_tokenizer`), the vocabulary is that tokenizer's, as a GPT-2
+    style BPE (`tokenizer.ggml.model` "gpt2", pre-tokenizer `BPE_PRE_TOKENIZER`, its merges):
+    llama-server tokenizes text exactly as `bpe.encode(text, add_special_tokens=False)`, and
+    adds one BOS (`<|endoftext|>`) to a prompt, so `usage.prompt_tokens` of a completion is
+    that count + 1, as with the SentencePiece vocabulary. Only word tokens (`Ġ` and letters)
+    can be sampled.
     """
     if n_embd % n_head or n_head % n_head_kv:
         raise ValueError("n_embd must divide by n_head, and n_head by n_head_kv")
     ff = n_ff if n_ff is not None else 2 * n_embd
     head_dim = n_embd // n_head
     kv_dim = head_dim * n_head_kv
-    tokens, scores, types, sampled = _vocab()
+    scores: list[float] | None = None
+    merges: list[str] = []
+    if bpe is None:
+        tokens, scores, types, sampled = _vocab()
+        bos_id, eos_id = BOS_ID, EOS_ID
+    else:
+        tokens, types, merges, sampled, bos_id = _bpe_vocab(bpe)
+        eos_id = bos_id  # GPT-2's one <|endoftext|>; never sampled, like every special token
     n_vocab = len(tokens)
     rng = np.random.default_rng(seed)
 
@@ -127,13 +218,20 @@ def write_tiny_llama(
     writer.add_head_count_kv(n_head_kv)
     writer.add_layer_norm_rms_eps(1e-5)
     writer.add_rope_dimension_count(head_dim)
-    writer.add_tokenizer_model("llama")
-    writer.add_token_list(tokens)
-    writer.add_token_scores(scores)
-    writer.add_token_types(types)
-    writer.add_bos_token_id(BOS_ID)
-    writer.add_eos_token_id(EOS_ID)
-    writer.add_unk_token_id(UNK_ID)
+    if scores is not None:  # SentencePiece
+        writer.add_tokenizer_model("llama")
+        writer.add_token_list(tokens)
+        writer.add_token_scores(scores)
+        writer.add_token_types(types)
+        writer.add_unk_token_id(UNK_ID)
+    else:  # byte-level BPE: no scores and no UNK (every byte is a token), merges instead
+        writer.add_tokenizer_model("gpt2")
+        writer.add_tokenizer_pre(BPE_PRE_TOKENIZER)
+        writer.add_token_list(tokens)
+        writer.add_token_types(types)
+        writer.add_token_merges(merges)
+    writer.add_bos_token_id(bos_id)
+    writer.add_eos_token_id(eos_id)
     writer.add_add_bos_token(True)
     writer.add_add_eos_token(False)
     writer.add_chat_template(CHAT_TEMPLATE)

@@ -58,10 +58,12 @@ def test_a_look_reads_what_the_exact_judge_reads(
     for obj in OBJECTIVES:
         a = estimate(obj, exact, 0.95)
         b = tallies.estimate(obj, end, 0.95)
-        assert a.value is not None and b.value is not None, obj.name
+        assert a.value is not None, obj.name
+        assert b.value is not None, obj.name
         assert b.n == a.n, obj.name
         assert b.value == pytest.approx(a.value, rel=0.02, abs=1e-3), obj.name
-        assert a.interval is not None and b.interval is not None
+        assert a.interval is not None
+        assert b.interval is not None
         for x, y in zip(a.interval, b.interval, strict=True):
             # the design effects come from other batches (finish order, 16-32 of them)
             assert y == pytest.approx(x, rel=0.08, abs=5e-3), obj.name
@@ -100,7 +102,8 @@ def test_bins_are_one_percent_wide_and_bounds_round_outwards() -> None:
     assert est.interval is not None
     ordered = np.sort(samples)
     lower, upper = order_ranks(samples.size, 0.9, 0.95)  # one batch: independent, exact ranks
-    assert lower is not None and upper is not None
+    assert lower is not None
+    assert upper is not None
     assert ordered[lower] / 1.01 <= est.interval[0] <= ordered[lower]
     assert ordered[upper] <= est.interval[1] <= ordered[upper] * 1.01
     assert math.isclose(est.value or 0.0, float(np.percentile(samples, 90)), rel_tol=0.01)
