@@ -113,7 +113,7 @@ def plan_tokens(inputs: Inputs, target: ResolvedTarget) -> TokenTable | None:
         headers = auth_only(endpoint_for(scenario, target.url).headers)
         count = server_counter(target.url, target.model, headers, scenario.target.read_timeout_s)
         source = "the target's /tokenize"
-    table = learn_table(count, source)
+    table = learn_table(count, source, local=inputs.counter is not None)
     probe = table.probe()
     t = scenario.target
     answer = preflight(target.url, endpoint_for(scenario, target.url), target.model, t.api,

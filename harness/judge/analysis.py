@@ -73,7 +73,11 @@ RECORD_COLUMNS = (
     "error",
 )
 
-OPTIONAL_COLUMNS = ("planned_prompt_tokens", "max_tokens")  # absent in hand-made tables
+OPTIONAL_COLUMNS = (
+    "planned_prompt_tokens",
+    "max_tokens",
+    "output_counted",
+)  # absent in hand-made tables
 
 _NO_SLO: Mapping[str, float] = MappingProxyType({})
 _NO_HIST: Mapping[str, HistogramWindow] = MappingProxyType({})
@@ -103,8 +107,10 @@ class RunMetrics:
     prompt_vs_planned: TokenCalibration | None = None  # usage / words the workload planned
     output_vs_asked: TokenCalibration | None = None  # usage / max_tokens asked for
     # Successful requests whose output tokens are their content chunks: the server sent no
-    # usage (a lower bound when a chunk carries several tokens).
+    # usage (a lower bound when a chunk carries several tokens); and those the workload's
+    # tokenizer counted instead.
     output_tokens_from_chunks: int = 0
+    output_tokens_from_tokenizer: int = 0
     # Server histograms over the measured window (server.ttft, gateway.e2el, ...), and why a
     # collected metric has no data (Prometheus down, no GPU, a restart), for the verdict.
     histograms: Mapping[str, HistogramWindow] = field(default_factory=lambda: _NO_HIST)
@@ -243,6 +249,7 @@ def analyse(
         prompt_vs_planned=_calibration(table, "planned_prompt_tokens", prompt_tokens, ok),
         output_vs_asked=_calibration(table, "max_tokens", usage_out, ok),
         output_tokens_from_chunks=int(np.count_nonzero(ok & np.isnan(usage_out))),
+        output_tokens_from_tokenizer=int(np.count_nonzero(ok & _counted(table))),
         batches=MappingProxyType({name: labels for name, (_, labels) in kept.items()}),
         effects=MappingProxyType(effects),
     )
@@ -289,6 +296,7 @@ def summarise(metrics: RunMetrics, order: OrderStatistics | None = None) -> RunS
         prompt_vs_planned=metrics.prompt_vs_planned,
         output_vs_asked=metrics.output_vs_asked,
         output_tokens_from_chunks=metrics.output_tokens_from_chunks,
+        output_tokens_from_tokenizer=metrics.output_tokens_from_tokenizer,
     )
 
 
@@ -333,6 +341,14 @@ def _calibration(
     if column not in table.column_names:
         return None
     return token_calibration(_floats(table, column)[ok], actual[ok])
+
+
+def _counted(table: pa.Table) -> BoolArray:
+    """Rows whose output_tokens the workload's tokenizer counted (absent column: none)."""
+    if "output_counted" not in table.column_names:
+        return np.zeros(table.num_rows, dtype=np.bool_)
+    column = pc.fill_null(pc.cast(table["output_counted"], pa.bool_()), False)
+    return np.asarray(column.to_numpy(zero_copy_only=False), dtype=np.bool_)
 
 
 def _floats(table: pa.Table, column: str) -> FloatArray:

@@ -5,7 +5,7 @@ an objective whose bounds straddle a threshold."""
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
 
@@ -97,7 +97,9 @@ def estimate(
         labels = metrics.batches.get(metric.name)
         q = percentile_of(objective.stat)
         if q is not None:
-            return _percentile_estimate(samples, labels, q, confidence, order or OrderStatistics())
+            order = order or OrderStatistics()
+            est = _percentile_estimate(samples, labels, q, confidence, order)
+            return _certified_at_thresholds(est, objective, samples, labels, q / 100.0, confidence)
         if objective.stat == "mean":
             deff = mean_effect(labels, samples).inflation(confidence)
             interval = mean_interval(samples, confidence, deff)
@@ -131,6 +133,47 @@ def _percentile_estimate(
         low, high = (moved, high) if inner == 0 else (low, moved)
     interval = (low, high)
     return Estimate(value, int(samples.size), interval=interval, deff=deff)
+
+
+def _certified_at_thresholds(
+    est: Estimate,
+    objective: Objective,
+    samples: FloatArray,
+    labels: Labels | None,
+    q: float,
+    confidence: float,
+) -> Estimate:
+    """Tighten a percentile's bounds to the objective's own thresholds where the share of
+    samples at or below one certifies its side, by test inversion at that point.
+
+    "p90 < 2 s" is "at least 90 % of requests within 2 s": the Clopper-Pearson bound on the
+    share at or under 2 s, with the design effect measured at 2 s, decides it. The interval
+    around the estimate takes its design effect at the estimate, which for a narrow, drifting
+    latency distribution can be far larger than where a distant threshold lies. With no
+    sample beyond a threshold there is nothing to measure clustering on, and the share there
+    is taken as independent, as for an error rate with no errors.
+    """
+    assert est.interval is not None
+    low, high = est.interval
+    target = objective.target
+    points = [target.min, target.max] if isinstance(target, Band) else [target]
+    if objective.alert is not None:
+        points.append(objective.alert)
+    n = int(samples.size)
+    for t in points:
+        if not low < t < high:
+            continue
+        hits = samples <= t
+        k = int(np.count_nonzero(hits))
+        deff = share_effect(labels, hits).inflation(confidence)
+        share_low, share_high = share_interval(k, n, confidence, deff)
+        if share_low >= q:  # at least q of the requests within t: the q-quantile is at most t
+            high = t
+        elif share_high < q:  # fewer than q within t: the q-quantile lies above t
+            low = t
+    if (low, high) == est.interval:
+        return est
+    return replace(est, interval=(low, high))
 
 
 def _scalar_interval(

@@ -44,7 +44,7 @@ from harness.judge.dependence import (
 from harness.judge.estimate import Estimate
 from harness.records.record import ErrorClass, RequestRecord
 from harness.spec.metrics import SHARE_STAT, percentile_of
-from harness.spec.policy import Objective
+from harness.spec.policy import Band, Objective
 
 MAX_BATCHES: Final = 32
 LOWEST: Final = 1e-6
@@ -155,6 +155,29 @@ class Binned:
         high = share_interval(maybe, n, confidence, deff)[1]
         value = (surely + maybe) / 2 / n
         return Estimate(value, n, interval=(min(low, value), max(high, value)), deff=deff)
+
+    def certified(
+        self, est: Estimate, points: list[float], q: float, confidence: float
+    ) -> Estimate:
+        """The percentile's bounds tightened at the objective's thresholds, as the exact
+        judge does (harness.judge.estimate), with the bin holding a threshold counted
+        against the certification either way."""
+        assert est.interval is not None
+        low, high = est.interval
+        total = self.counts.sum(axis=0)
+        n = int(total.sum())
+        per_batch = self.counts.sum(axis=1).astype(np.float64)
+        for t in points:
+            if not low < t < high:
+                continue
+            edge = int(bin_of(np.asarray([t]))[0])
+            inside = self.counts[:, : edge + 1].sum(axis=1).astype(np.float64)
+            deff = batch_share_effect(inside, per_batch).inflation(confidence)
+            if share_interval(int(total[:edge].sum()), n, confidence, deff)[0] >= q:
+                high = t
+            elif share_interval(int(total[: edge + 1].sum()), n, confidence, deff)[1] < q:
+                low = t
+        return Estimate(est.value, est.n, interval=(low, high), deff=est.deff)
 
     def _bin_of_rank(self, cumulative: np.ndarray, rank: int) -> int:
         return int(np.searchsorted(cumulative, rank + 1))
@@ -283,7 +306,11 @@ class LookTallies:
             return binned.share_under(objective.bound, confidence)
         q = percentile_of(objective.stat)
         if q is not None:
-            return binned.percentile(q / 100.0, confidence)
+            target = objective.target
+            points = [target.min, target.max] if isinstance(target, Band) else [target]
+            points += [objective.alert] if objective.alert is not None else []
+            est = binned.percentile(q / 100.0, confidence)
+            return binned.certified(est, points, q / 100.0, confidence)
         if objective.stat == "mean":
             return binned.mean(confidence)
         value = binned.high if objective.stat == "max" else binned.low

@@ -84,6 +84,7 @@ class RunSummary:
     prompt_vs_planned: Mapping[str, Any] | None = None
     output_vs_asked: Mapping[str, Any] | None = None
     output_tokens_from_chunks: int = 0  # successful requests without usage: counted in chunks
+    output_tokens_from_tokenizer: int = 0  # ... counted by the workload's tokenizer
 
 
 @dataclass(frozen=True, slots=True)
@@ -127,6 +128,8 @@ class Verdict:
         }
         if s.output_tokens_from_chunks:  # only then: earlier verdicts keep their bytes
             summary["output_tokens_from_chunks"] = s.output_tokens_from_chunks
+        if s.output_tokens_from_tokenizer:
+            summary["output_tokens_from_tokenizer"] = s.output_tokens_from_tokenizer
         for key in ("ttft_s", "tpot_s", "itl_s", "e2el_s", "schedule_lag_s"):
             st: LatencyStats = getattr(s, key)
             summary[key] = {

@@ -41,7 +41,9 @@ from harness.records.record import RequestRecord
 from harness.records.run_dir import Timeline
 from harness.spec.scenario import Scenario
 from harness.workload.base import Workload
-from harness.workload.build import build_workload
+from harness.workload.build import build_workload, tokens_of, use_tokens
+from harness.workload.tokens import TARGET as TOKENIZE_ON_TARGET
+from harness.workload.tokens import local_counter, table_from_wire, table_to_wire
 
 MSG_PLAN = "harness_plan"
 MSG_READY = "harness_ready"
@@ -154,6 +156,7 @@ def run_master(
         announce(f"waiting for {workers} worker(s): harness worker --master HOST:{port}")
     stop_signal: list[int] = []
     stop_on_signals(state, stop_signal)
+    tokens = tokens_of(workload)  # workers plan prompt lengths with the master's table
     try:
         _await(lambda: len(runner.clients.ready) >= workers, connect_timeout_s,
                f"{workers} worker(s) did not connect within {connect_timeout_s:g} s")  # fmt: skip
@@ -172,6 +175,7 @@ def run_master(
                     "worker_count": workers,
                     "master_host": socket.gethostname(),
                     "master_time": time.monotonic(),
+                    "tokens": table_to_wire(tokens) if tokens is not None else None,
                 },
                 client_id=node_id,
             )
@@ -323,11 +327,17 @@ def run_worker(master_host: str, master_port: int, timeout_s: float = 7 * 86_400
         # One machine shares CLOCK_MONOTONIC; across machines, line up on the plan's arrival.
         offset = 0.0 if same_host else float(data["master_time"]) - time.monotonic()
         scenario = Scenario.model_validate(data["scenario"])
+        workload = build_workload(scenario.workload, Path(data["scenario_dir"]))
+        if data.get("tokens"):
+            spec, base = scenario.workload.tokenizer, Path(data["scenario_dir"])
+            local = spec is not None and spec != TOKENIZE_ON_TARGET
+            count = local_counter(spec, base, str(base))[0] if local and spec else None
+            use_tokens(workload, table_from_wire(data["tokens"], count))
         plan = LoadPlan(
             scenario=scenario,
             endpoint=endpoint_for(scenario, data["url"]),
             model=data["model"],
-            workload=build_workload(scenario.workload, Path(data["scenario_dir"])),
+            workload=workload,
             worker=f"w{data['worker_index']}",
             worker_index=int(data["worker_index"]),
             worker_count=int(data["worker_count"]),

@@ -37,6 +37,7 @@ from harness.records.run_dir import Timeline
 from harness.spec.load import ClosedLoop, GammaArrivals, OpenArrival
 from harness.spec.scenario import Scenario
 from harness.workload.base import RequestSpec, Workload
+from harness.workload.build import reply_counter
 
 Sink = Callable[[RequestRecord], None]
 
@@ -125,6 +126,9 @@ class LoadSchedule:
         self.plan = user.plan
         sc = self.plan.scenario
         self.ids = itertools.count()
+        self.reply_counter = reply_counter(
+            self.plan.workload
+        )  # tokens of replies sent without usage
         ep = self.plan.endpoint
         self.http = user.client.client.clientpool.get_client(URL(ep.base_url + ep.path))
         self.group = user.state.group
@@ -252,7 +256,8 @@ class LoadSchedule:
     def _one(self, session_uid: int, intended: float | None) -> None:
         """One arrival: a single request, or every turn of a conversation in order."""
         plan, state = self.plan, self.user.state
-        want_text = plan.workload.needs_reply_text
+        counter = self.reply_counter
+        want_text = plan.workload.needs_reply_text or counter is not None
         session = plan.workload.session(session_uid)
         reply: str | None = None
         while (spec := session.next_request(reply)) is not None:
@@ -276,7 +281,11 @@ class LoadSchedule:
                     )
                 state.sink(_make_record(self, request_id, intended, cut.exchange, spec))
                 raise
-            record = _make_record(self, request_id, intended, ex, spec)
+            if counter is not None and ex.output_tokens is None and ex.reply_text is not None:
+                ex.output_tokens, counted = counter(ex.reply_text), True  # no usage sent
+            else:
+                counted = False
+            record = _make_record(self, request_id, intended, ex, spec, counted)
             state.sink(record)
             self._report_to_locust(record)
             reply = ex.reply_text if ex.error is None else None
@@ -301,7 +310,12 @@ class LoadSchedule:
 
 
 def _make_record(
-    sched: LoadSchedule, index: int, intended: float | None, ex: Exchange, spec: RequestSpec
+    sched: LoadSchedule,
+    index: int,
+    intended: float | None,
+    ex: Exchange,
+    spec: RequestSpec,
+    counted: bool = False,
 ) -> RequestRecord:
     chunks = tuple(ex.chunk_times)
     return RequestRecord(
@@ -325,6 +339,7 @@ def _make_record(
         turn=spec.turn,
         planned_prompt_tokens=spec.planned_prompt_tokens,
         max_tokens=spec.max_tokens,
+        output_counted=counted,
     )
 
 

@@ -41,6 +41,7 @@ RECORD_SCHEMA = pa.schema(
         ("turn", pa.int64()),
         ("planned_prompt_tokens", pa.int64()),
         ("max_tokens", pa.int64()),
+        ("output_counted", pa.bool_()),
     ]
 )
 

@@ -51,6 +51,8 @@ class RequestRecord:
     turn: int = 0  # its turn in that conversation, from 0
     planned_prompt_tokens: int | None = None  # the prompt length the workload aimed at
     max_tokens: int | None = None  # the output length asked for
+    # output_tokens counted by the workload's tokenizer: the server sent no usage
+    output_counted: bool = False
 
     @property
     def ok(self) -> bool:
@@ -88,6 +90,7 @@ class RequestRecord:
             turn=int(row.get("turn") or 0),
             planned_prompt_tokens=_opt_int(row.get("planned_prompt_tokens")),
             max_tokens=_opt_int(row.get("max_tokens")),
+            output_counted=bool(row.get("output_counted") or False),
         )
 
 

@@ -63,12 +63,19 @@ def error_share(summary: RunSummary) -> str:
 
 def token_source_note(summary: RunSummary) -> str | None:
     """Where output token counts came from, when not all from the server's usage."""
-    n = summary.output_tokens_from_chunks
-    if not n:
+    chunks = summary.output_tokens_from_chunks
+    counted = summary.output_tokens_from_tokenizer
+    if not chunks and not counted:
         return None
     ok = summary.requests - summary.errors
-    return (
-        f"output tokens: {n} of {ok} successful requests came without usage from the server; "
-        "their counts (and TPOT and the token rate) are content chunks, a lower bound when a "
+    said = f"output tokens: {chunks + counted} of {ok} successful requests came without usage "
+    if not chunks:
+        return said + "from the server; the workload's tokenizer counted their text"
+    if counted:
+        said += f"from the server; the tokenizer counted {counted}, and for {chunks} "
+    else:
+        said += "from the server; "
+    return said + (
+        "the counts (and TPOT and the token rate) are content chunks, a lower bound when a "
         "chunk carries several tokens"
     )

@@ -11,7 +11,7 @@ from harness.spec.workload import WorkloadSpec
 from harness.workload.base import Workload
 from harness.workload.datasets import Origin, load_jsonl, load_sharegpt
 from harness.workload.generated import MultiTurn, SharedPrefix, Synthetic
-from harness.workload.tokens import TokenTable
+from harness.workload.tokens import Counter, TokenTable
 
 _BUILDERS: dict[str, Callable[[Any, Origin], Workload]] = {
     "synthetic": lambda spec, _: Synthetic(spec),
@@ -37,3 +37,20 @@ def use_tokens(workload: Workload, table: TokenTable) -> None:
     if not isinstance(workload, Synthetic | SharedPrefix | MultiTurn):
         raise UsageError("workload.tokenizer applies to generated prompts only")
     workload.use_tokens(table)
+
+
+def reply_counter(workload: Workload) -> Counter | None:
+    """The tokenizer to count a reply's tokens with when the server sends no usage: only a
+    local one (never a request to the target per reply)."""
+    if isinstance(workload, Synthetic | SharedPrefix | MultiTurn):
+        table = workload.tokens
+        if table is not None and table.local:
+            return table.count
+    return None
+
+
+def tokens_of(workload: Workload) -> TokenTable | None:
+    """The token table a generated workload plans with, if any."""
+    if isinstance(workload, Synthetic | SharedPrefix | MultiTurn):
+        return workload.tokens
+    return None

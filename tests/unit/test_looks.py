@@ -128,10 +128,10 @@ def test_a_look_stops_once_every_critical_objective_is_decided(
          "arrival": {"type": "poisson", "rate": 10}}
     )  # fmt: skip
     judge = EarlyJudge(policy, load)
-    for r in recs[:20]:
+    for r in recs[:5]:
         judge.observe(r)
-    assert judge(0.0) is None  # 20 requests cannot decide at 0.9983
-    for r in recs[20:]:
+    assert judge(0.0) is None  # 5 requests cannot decide a median at 0.9983
+    for r in recs[5:]:
         judge.observe(r)
     reason = judge(0.0)
     assert reason is not None
