@@ -47,3 +47,4 @@ def bench(session: nox.Session) -> None:
     session.run(PY, "tests/benchmarks/dispatch_rate.py", "--arrivals", "5000", "200")
     session.run(PY, "tests/benchmarks/fidelity/fidelity.py")
     session.run(PY, "tests/benchmarks/judge_scale.py")
+    session.run(PY, "tests/benchmarks/early_looks.py")

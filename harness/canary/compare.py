@@ -51,7 +51,7 @@ from harness.canary.twosample import (
 )
 from harness.judge.analysis import RunMetrics
 from harness.judge.confidence import FloatArray, Interval
-from harness.judge.dependence import INDEPENDENT, Labels, share_effect
+from harness.judge.dependence import INDEPENDENT, Starts, kept_starts, share_effect
 from harness.spec.metrics import METRICS, Better, MetricDef
 from harness.spec.policy import Policy
 from harness.spec.quantity import format_quantity
@@ -296,8 +296,8 @@ def compare_samples(
     min_samples: int = DEFAULT_MIN_SAMPLES,
     resamples: int = DEFAULT_RESAMPLES,
     rng: np.random.Generator | None = None,
-    canary_batches: Labels | None = None,
-    baseline_batches: Labels | None = None,
+    canary_batches: Starts | None = None,
+    baseline_batches: Starts | None = None,
 ) -> MetricComparison:
     """One distribution metric: U test, HL shift and interval, bootstrap p99 difference.
 
@@ -511,19 +511,20 @@ def like_with_like(
     return notes
 
 
-def _finite_with(values: FloatArray, labels: Labels | None) -> tuple[FloatArray, Labels | None]:
+def _finite_with(values: FloatArray, starts: Starts | None) -> tuple[FloatArray, Starts | None]:
     v = np.asarray(values, dtype=np.float64)
     finite = np.isfinite(v)
-    usable = labels is not None and labels.size == v.size
-    return v[finite], (labels[finite] if usable and labels is not None else None)
+    if starts is None or int(starts[-1]) != v.size:
+        return v[finite], None
+    return v[finite], kept_starts(starts, finite)
 
 
-def _tail_effect(values: FloatArray, labels: Labels | None, confidence: float) -> float:
+def _tail_effect(values: FloatArray, starts: Starts | None, confidence: float) -> float:
     """The design effect of the p99 (its indicator), at the one-sided (1 + c) / 2."""
-    if labels is None or values.size < 2:
+    if starts is None or values.size < 2:
         return 1.0
     p99 = float(np.percentile(values, 99.0))
-    return share_effect(labels, values <= p99).inflation(0.5 + confidence / 2.0)
+    return share_effect(starts, values <= p99).inflation(0.5 + confidence / 2.0)
 
 
 def _widened(

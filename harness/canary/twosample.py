@@ -17,7 +17,7 @@ import numpy as np
 from scipy import stats
 
 from harness.judge.confidence import FloatArray, Interval
-from harness.judge.dependence import Labels, mean_effect
+from harness.judge.dependence import Starts, mean_effect, subsample_starts
 
 #: Below this many values a side, the U test's p-value is exact rather than asymptotic.
 EXACT_MAX: Final = 8
@@ -26,8 +26,8 @@ EXACT_MAX: Final = 8
 def rank_effects(
     canary: FloatArray,
     baseline: FloatArray,
-    canary_batches: Labels | None,
-    baseline_batches: Labels | None,
+    canary_batches: Starts | None,
+    baseline_batches: Starts | None,
     confidence: float,
 ) -> tuple[float, float]:
     """Each side's design effect on its mean pooled rank, at the one-sided (1 + c) / 2."""
@@ -162,19 +162,20 @@ def _bootstrap_quantile(
 
 def subsample(
     values: FloatArray,
-    labels: Labels | None,
+    starts: Starts | None,
     cap: int,
     rng: np.random.Generator,
     notes: list[str],
     side: str,
     what: str,
-) -> tuple[FloatArray, Labels | None]:
-    """At most ``cap`` values drawn at random, with their batches; a note says so."""
+) -> tuple[FloatArray, Starts | None]:
+    """At most ``cap`` values drawn at random, in their order (so still grouped by batch),
+    with their batch offsets; a note says so."""
     if values.size <= cap:
-        return values, labels
+        return values, starts
     notes.append(f"{what} from a random {cap} of the {values.size} {side} samples")
-    chosen = rng.choice(values.size, size=cap, replace=False)
-    return values[chosen], (labels[chosen] if labels is not None else None)
+    chosen = np.sort(rng.choice(values.size, size=cap, replace=False))
+    return values[chosen], (subsample_starts(starts, chosen) if starts is not None else None)
 
 
 def _wilson(x: float, n: float, z: float) -> Interval:

@@ -28,8 +28,10 @@ from harness.judge.confidence import FloatArray, OrderStatistics, percentile
 from harness.judge.dependence import (
     BATCHES,
     DesignEffect,
-    Labels,
+    Starts,
+    batch_starts,
     count_effect,
+    kept_starts,
     request_batches,
     share_effect,
 )
@@ -82,7 +84,7 @@ OPTIONAL_COLUMNS = (
 _NO_SLO: Mapping[str, float] = MappingProxyType({})
 _NO_HIST: Mapping[str, HistogramWindow] = MappingProxyType({})
 _NO_REASON: Mapping[str, str] = MappingProxyType({})
-_NO_BATCHES: Mapping[str, Labels] = MappingProxyType({})
+_NO_BATCHES: Mapping[str, Starts] = MappingProxyType({})
 _NO_EFFECTS: Mapping[str, DesignEffect] = MappingProxyType({})
 
 
@@ -115,10 +117,11 @@ class RunMetrics:
     # collected metric has no data (Prometheus down, no GPU, a restart), for the verdict.
     histograms: Mapping[str, HistogramWindow] = field(default_factory=lambda: _NO_HIST)
     missing: Mapping[str, str] = field(default_factory=lambda: _NO_REASON)
-    # Each sample's batch of requests (harness.judge.dependence), aligned with ``samples``,
-    # and the design effects of error_rate, request_rate and goodput: what makes the bounds
-    # hold on dependent data. Absent (hand-made metrics): the samples are taken as independent.
-    batches: Mapping[str, Labels] = field(default_factory=lambda: _NO_BATCHES)
+    # Each sample array is grouped by batch of requests (harness.judge.dependence); these are
+    # the offsets where each batch begins. With the design effects of error_rate,
+    # request_rate and goodput, they make the bounds hold on dependent data. Absent
+    # (hand-made metrics): the samples are taken as independent.
+    batches: Mapping[str, Starts] = field(default_factory=lambda: _NO_BATCHES)
     effects: Mapping[str, DesignEffect] = field(default_factory=lambda: _NO_EFFECTS)
 
 
@@ -161,6 +164,14 @@ def analyse(
         raise ValueError(f"goodput SLO keys {unknown}: expected some of {list(GOODPUT_KEYS)}")
     table = _measured(_as_table(records))
     n = table.num_rows
+    # Rows grouped by batch of requests (harness.judge.dependence), in their order within a
+    # batch: every sample array then comes out grouped too, and a design effect is one
+    # reduceat over it instead of a scatter.
+    batch = request_batches(_floats(table, "t_sent"), _floats(table, "t_done"))
+    if n > 1 and bool(np.any(batch[1:] < batch[:-1])):
+        order = np.argsort(batch, kind="stable")
+        table, batch = table.take(pa.array(order)), batch[order]
+    rows = batch_starts(batch)
 
     error = pc.fill_null(pc.cast(table["error"], pa.string()), "")
     ok: BoolArray = pc.equal(error, "").to_numpy(zero_copy_only=False).astype(np.bool_)
@@ -189,18 +200,19 @@ def analyse(
     itl_kept = real_gap & np.repeat(latency_rows, lengths)[1:]
     intended = ~np.isnan(t_intended)
 
-    batch = request_batches(t_sent, t_done)
-    gap_batch = np.repeat(batch, lengths)[1:]
+    # a gap belongs to the row of its later chunk: a batch's gaps begin one before its chunks
+    offsets = np.concatenate([[0], np.cumsum(lengths)]).astype(np.int64)
+    gap_rows = np.clip(offsets[rows] - 1, 0, gaps.size)
     kept = {
-        "ttft": _finite(ttft, batch),
-        "tpot": _finite(tpot, batch),
-        "itl": _finite(gaps[itl_kept], gap_batch[itl_kept]),
-        "e2el": _finite(e2el, batch),
-        "ttft_intended": _finite(
-            np.where(intended, t_first - t_intended, np.nan)[latency_rows], batch[latency_rows]
+        "ttft": _grouped(ttft, rows),
+        "tpot": _grouped(tpot, rows),
+        "itl": _grouped(np.where(itl_kept, gaps, np.nan), gap_rows),
+        "e2el": _grouped(e2el, rows),
+        "ttft_intended": _grouped(
+            np.where(intended & latency_rows, t_first - t_intended, np.nan), rows
         ),
-        "e2el_intended": _finite((end - t_intended)[ok & intended], batch[ok & intended]),
-        "schedule_lag": _finite((t_sent - t_intended)[intended], batch[intended]),
+        "e2el_intended": _grouped(np.where(ok & intended, end - t_intended, np.nan), rows),
+        "schedule_lag": _grouped(np.where(intended, t_sent - t_intended, np.nan), rows),
     }
     samples = {name: values for name, (values, _) in kept.items()}
 
@@ -225,7 +237,7 @@ def analyse(
 
     slices = _time_slices(t_done, measure_start, duration)
     effects = {
-        "error_rate": share_effect(batch, ~ok),
+        "error_rate": share_effect(rows, ~ok),
         "request_rate": count_effect(_per_slice(slices, ok)),
         "goodput": count_effect(_per_slice(slices, good_rows)),
     }
@@ -250,7 +262,7 @@ def analyse(
         output_vs_asked=_calibration(table, "max_tokens", usage_out, ok),
         output_tokens_from_chunks=int(np.count_nonzero(ok & np.isnan(usage_out))),
         output_tokens_from_tokenizer=int(np.count_nonzero(ok & _counted(table))),
-        batches=MappingProxyType({name: labels for name, (_, labels) in kept.items()}),
+        batches=MappingProxyType({name: starts for name, (_, starts) in kept.items()}),
         effects=MappingProxyType(effects),
     )
 
@@ -401,14 +413,12 @@ def max_gaps(diffs: FloatArray, real: BoolArray, starts: IntArray, lengths: IntA
     return out
 
 
-def _finite(values: FloatArray, labels: Labels) -> tuple[FloatArray, Labels]:
-    """The finite values, read-only, with their requests' batches."""
+def _grouped(values: FloatArray, starts: Starts) -> tuple[FloatArray, Starts]:
+    """The finite values, read-only, grouped by batch as the rows are, with their offsets."""
     finite = np.isfinite(values)
     out = np.ascontiguousarray(values[finite], dtype=np.float64)
     out.flags.writeable = False
-    kept = np.ascontiguousarray(labels[finite])
-    kept.flags.writeable = False
-    return out, kept
+    return out, kept_starts(starts, finite)
 
 
 def _mean(values: FloatArray) -> float | None:

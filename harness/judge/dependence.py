@@ -38,6 +38,8 @@ from scipy import stats
 BATCHES: Final = 30
 
 Labels = npt.NDArray[np.uint8]
+#: Where each batch begins in a sample array grouped by batch, and its end (B + 1 offsets).
+Starts = npt.NDArray[np.int64]
 FloatArray = npt.NDArray[np.float64]
 BoolArray = npt.NDArray[np.bool_]
 
@@ -65,44 +67,63 @@ def _t_over_z_squared(df: int, confidence: float) -> float:
 
 
 def request_batches(t_sent: FloatArray, t_done: FloatArray, batches: int = BATCHES) -> Labels:
-    """Each request's batch: requests ordered by send time cut into ``batches`` runs of equal
-    count. Requests with the same send and end times always share a batch, so the labels do
-    not depend on the order the records came in."""
+    """Each request's batch: requests cut by send time into ``batches`` runs of about equal
+    count, at send-time quantiles (one O(n) partition, no sort). Requests sent at the same
+    time always share a batch, so the labels do not depend on the order records came in."""
     n = t_sent.size
-    labels = np.zeros(n, dtype=np.uint8)
     if n == 0:
-        return labels
+        return np.zeros(0, dtype=np.uint8)
     sent = np.where(np.isnan(t_sent), t_done, t_sent)
-    order = np.lexsort((np.nan_to_num(t_done, nan=np.inf), np.nan_to_num(sent, nan=np.inf)))
-    key_a = sent[order]
-    key_b = t_done[order]
-    # a cut may fall only where the (send, end) key changes, i.e. between distinct requests
-    changes = np.ones(n, dtype=np.bool_)
-    same = (key_a[1:] == key_a[:-1]) | (np.isnan(key_a[1:]) & np.isnan(key_a[:-1]))
-    same &= (key_b[1:] == key_b[:-1]) | (np.isnan(key_b[1:]) & np.isnan(key_b[:-1]))
-    changes[1:] = ~same
-    allowed = np.flatnonzero(changes)
-    wanted = np.linspace(0, n, min(batches, n) + 1)[1:-1].round().astype(np.int64)
-    cuts = np.unique(allowed[np.minimum(np.searchsorted(allowed, wanted), allowed.size - 1)])
-    cuts = cuts[cuts > 0]
-    ranked = np.zeros(n, dtype=np.uint8)
-    ranked[cuts] = 1
-    labels[order] = np.cumsum(ranked, dtype=np.int64).astype(np.uint8)
-    return labels
+    sent = np.where(np.isnan(sent), np.inf, sent)
+    ranks = np.unique(np.linspace(0, n, min(batches, n) + 1)[1:-1].round().astype(np.int64))
+    ranks = ranks[(ranks > 0) & (ranks < n)]
+    if ranks.size == 0:
+        return np.zeros(n, dtype=np.uint8)
+    cuts = np.partition(sent, ranks)[ranks]
+    return np.searchsorted(cuts, sent, side="right").astype(np.uint8)
 
 
-def share_effect(labels: Labels | None, hits: BoolArray) -> DesignEffect:
-    """The design effect of a share (samples at or under a value, failed requests)."""
-    if labels is None or labels.size != hits.size or hits.size < 2:
+def batch_starts(labels: Labels, batches: int = BATCHES) -> Starts:
+    """Where each batch begins in labels sorted by batch, and the end (batches + 1 offsets)."""
+    return np.searchsorted(labels, np.arange(batches + 1), side="left").astype(np.int64)
+
+
+def kept_starts(starts: Starts, kept: BoolArray) -> Starts:
+    """The batch offsets of ``values[kept]`` for values grouped by ``starts``."""
+    counts = _per_batch_sums(starts, kept).astype(np.int64)
+    return np.concatenate([[0], np.cumsum(counts)]).astype(np.int64)
+
+
+def subsample_starts(starts: Starts, chosen: npt.NDArray[np.int64]) -> Starts:
+    """The batch offsets of ``values[chosen]`` for sorted indices ``chosen``."""
+    return np.searchsorted(chosen, starts, side="left").astype(np.int64)
+
+
+def _per_batch_sums(starts: Starts, values: npt.NDArray[np.generic]) -> FloatArray:
+    """Sum of values per batch (values grouped by ``starts``), one pass, no copy."""
+    sizes = np.diff(starts)
+    if values.size == 0:
+        return np.zeros(sizes.size)
+    at = np.minimum(starts[:-1], values.size - 1)
+    sums = np.add.reduceat(values, at, dtype=np.int64 if values.dtype == np.bool_ else np.float64)
+    sums[sizes == 0] = 0.0
+    return np.asarray(sums, dtype=np.float64)
+
+
+def _usable(starts: Starts | None, n: int) -> bool:
+    return starts is not None and starts.size >= 2 and int(starts[-1]) == n and n >= 2
+
+
+def share_effect(starts: Starts | None, hits: BoolArray) -> DesignEffect:
+    """The design effect of a share (samples at or under a value, failed requests), for
+    samples grouped by batch at ``starts``."""
+    if starts is None or not _usable(starts, hits.size):
         return INDEPENDENT
-    n = hits.size
-    p = float(np.count_nonzero(hits)) / n
-    if p <= 0.0 or p >= 1.0:
+    k = int(np.count_nonzero(hits))
+    if k == 0 or k == hits.size:
         return INDEPENDENT  # no spread to measure: the exact bound's own assumption
-    width = int(labels.max()) + 1
-    per_batch = np.bincount(labels, minlength=width).astype(np.float64)
-    inside = np.bincount(labels[hits], minlength=width).astype(np.float64)
-    return batch_share_effect(inside, per_batch)
+    per_batch = np.diff(starts).astype(np.float64)
+    return batch_share_effect(_per_batch_sums(starts, hits), per_batch)
 
 
 def batch_share_effect(inside: FloatArray, per_batch: FloatArray) -> DesignEffect:
@@ -114,14 +135,13 @@ def batch_share_effect(inside: FloatArray, per_batch: FloatArray) -> DesignEffec
     return _effect(inside - p * per_batch, per_batch, p * (1.0 - p) * n)
 
 
-def mean_effect(labels: Labels | None, values: FloatArray) -> DesignEffect:
-    """The design effect of a mean."""
-    if labels is None or labels.size != values.size or values.size < 2:
+def mean_effect(starts: Starts | None, values: FloatArray) -> DesignEffect:
+    """The design effect of a mean, for values grouped by batch at ``starts``."""
+    if starts is None or not _usable(starts, values.size):
         return INDEPENDENT
-    width = int(labels.max()) + 1
-    per_batch = np.bincount(labels, minlength=width).astype(np.float64)
+    per_batch = np.diff(starts).astype(np.float64)
     mean = float(np.mean(values))
-    sums = np.bincount(labels, weights=values - mean, minlength=width).astype(np.float64)
+    sums = _per_batch_sums(starts, values) - mean * per_batch
     variance = float(np.var(values, ddof=1)) * values.size
     return _effect(sums, per_batch, variance)
 

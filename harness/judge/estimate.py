@@ -23,7 +23,7 @@ from harness.judge.confidence import (
     samples_for_percentile,
     share_interval,
 )
-from harness.judge.dependence import INDEPENDENT, Labels, mean_effect, share_effect
+from harness.judge.dependence import INDEPENDENT, Starts, mean_effect, share_effect
 from harness.spec.metrics import SHARE_STAT, percentile_of
 from harness.spec.policy import Band, Objective
 
@@ -109,7 +109,7 @@ def estimate(
 
 def _percentile_estimate(
     samples: FloatArray,
-    labels: Labels | None,
+    labels: Starts | None,
     q: float,
     confidence: float,
     order: OrderStatistics,
@@ -139,7 +139,7 @@ def _certified_at_thresholds(
     est: Estimate,
     objective: Objective,
     samples: FloatArray,
-    labels: Labels | None,
+    labels: Starts | None,
     q: float,
     confidence: float,
 ) -> Estimate:
