@@ -29,6 +29,7 @@ STAGES = (
     "collectors",
     "judge",
     "canary",
+    "gate",
     "report",
     "flows",
     "cli",
