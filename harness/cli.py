@@ -118,6 +118,61 @@ def run_command(
     sys.exit(int(flow.run_and_report(req, _out(), _announce)))
 
 
+@cli.command("gate")
+@click.argument("scenario", type=click.Path(path_type=Path, dir_okay=False))
+@click.option("--isvc", required=True, help="the InferenceService to walk")
+@click.option("--namespace", required=True, help="its namespace")
+@click.option("--storage-uri", help="start the rollout: the new model's storageUri")
+@click.option("--previous-storage-uri", help="what a rollback reverts to (default: annotation)")
+@click.option("--steps", default="10,50,100", show_default=True, help="traffic steps, in %")
+@click.option("--apply", is_flag=True, help="change the cluster (default: print the patches)")
+@click.option("--canary-url", help="the canary's OpenAI base URL (default: its latest- tag URL)")
+@click.option("--baseline-url", help="the baseline's OpenAI base URL (default: its prev- tag URL)")
+@click.option("--openai-path", default="/openai/v1", show_default=True,
+              help="appended to a tag URL to reach the OpenAI routes")  # fmt: skip
+@click.option(
+    "--kubeconfig", type=click.Path(dir_okay=False), help="default: in-cluster, then ~/.kube/config"
+)
+@click.option("--ready-timeout", type=click.FloatRange(min=1), default=600.0, show_default=True,
+              help="seconds a step may take to be in effect")  # fmt: skip
+@click.option("--poll", type=click.FloatRange(min=0.01), default=5.0, show_default=True,
+              help="seconds between status reads while waiting")  # fmt: skip
+@click.option("--policy", "policy_file", type=click.Path(path_type=Path, dir_okay=False))
+@click.option("--out", type=click.Path(path_type=Path, file_okay=False), default=Path("results"),
+              show_default=True)  # fmt: skip
+@click.option("--set", "overrides", multiple=True, metavar="KEY=VALUE")
+def gate_command(
+    scenario: Path,
+    isvc: str,
+    namespace: str,
+    storage_uri: str | None,
+    previous_storage_uri: str | None,
+    steps: str,
+    apply: bool,
+    canary_url: str | None,
+    baseline_url: str | None,
+    openai_path: str,
+    kubeconfig: str | None,
+    ready_timeout: float,
+    poll: float,
+    policy_file: Path | None,
+    out: Path,
+    overrides: tuple[str, ...],
+) -> None:
+    """Walk a KServe canary through traffic steps, judging each against the policy and the
+    baseline: promote, hold (exit 3) or roll back (exit 1)."""
+    from harness.flows import gate as flow
+
+    req = flow.GateRequest(
+        scenario_file=scenario, isvc=isvc, namespace=namespace, steps=flow.parse_steps(steps),
+        storage_uri=storage_uri, previous_storage_uri=previous_storage_uri, apply=apply,
+        canary_url=canary_url, baseline_url=baseline_url, openai_path=openai_path,
+        kubeconfig=kubeconfig, ready_timeout_s=ready_timeout, poll_s=poll,
+        policy_file=policy_file, out=out, overrides=overrides,
+    )  # fmt: skip
+    sys.exit(int(flow.gate_and_report(req, _out(), _announce)))
+
+
 @cli.command("evaluate")
 @click.argument("run_dir", type=click.Path(path_type=Path, file_okay=False))
 @click.option(
