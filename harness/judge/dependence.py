@@ -18,9 +18,9 @@ it. The batch-variance estimate has B - 1 degrees of freedom, so the inflation i
 bounds are the exact ones, at worst a little wider.
 
 The assumption, stated in docs/judging.md: dependence between batches is weak (the data's
-memory is shorter than a batch, about n / 20 requests). Under AR(1) correlation ρ = 0.9
-between consecutive requests (a memory of about 19 requests), runs of 1 000 requests or more
-keep the stated coverage within two points.
+memory is shorter than a batch, about n / 30 requests). Under AR(1) correlation ρ = 0.9
+between consecutive requests (a memory of about 19 requests), runs of 2 000 requests
+keep the stated coverage within two points (1 000 requests: within 3.3).
 """
 
 from __future__ import annotations

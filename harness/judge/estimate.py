@@ -155,12 +155,8 @@ def _certified_at_thresholds(
     """
     assert est.interval is not None
     low, high = est.interval
-    target = objective.target
-    points = [target.min, target.max] if isinstance(target, Band) else [target]
-    if objective.alert is not None:
-        points.append(objective.alert)
     n = int(samples.size)
-    for t in points:
+    for t in thresholds(objective):
         if not low < t < high:
             continue
         hits = samples <= t
@@ -249,14 +245,20 @@ def more_data(
     )
 
 
+def thresholds(objective: Objective) -> list[float]:
+    """The values an objective's classification turns on: its target (both ends of a band)
+    and its alert."""
+    target = objective.target
+    points = [target.min, target.max] if isinstance(target, Band) else [target]
+    if objective.alert is not None:
+        points.append(objective.alert)
+    return points
+
+
 def _straddled(objective: Objective, interval: tuple[float, float], value: float) -> float | None:
     """The target or alert bound inside the interval, the one nearest the estimate."""
     lo, hi = interval
-    target = objective.target
-    bounds = [target.min, target.max] if isinstance(target, Band) else [target]
-    if objective.alert is not None:
-        bounds.append(objective.alert)
-    inside = [b for b in bounds if lo <= b <= hi]
+    inside = [b for b in thresholds(objective) if lo <= b <= hi]
     return min(inside, key=lambda b: abs(b - value)) if inside else None
 
 

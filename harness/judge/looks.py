@@ -41,10 +41,10 @@ from harness.judge.dependence import (
     batch_share_effect,
     count_effect,
 )
-from harness.judge.estimate import Estimate
+from harness.judge.estimate import Estimate, thresholds
 from harness.records.record import ErrorClass, RequestRecord
 from harness.spec.metrics import SHARE_STAT, percentile_of
-from harness.spec.policy import Band, Objective
+from harness.spec.policy import Objective
 
 MAX_BATCHES: Final = 32
 LOWEST: Final = 1e-6
@@ -306,11 +306,8 @@ class LookTallies:
             return binned.share_under(objective.bound, confidence)
         q = percentile_of(objective.stat)
         if q is not None:
-            target = objective.target
-            points = [target.min, target.max] if isinstance(target, Band) else [target]
-            points += [objective.alert] if objective.alert is not None else []
             est = binned.percentile(q / 100.0, confidence)
-            return binned.certified(est, points, q / 100.0, confidence)
+            return binned.certified(est, thresholds(objective), q / 100.0, confidence)
         if objective.stat == "mean":
             return binned.mean(confidence)
         value = binned.high if objective.stat == "max" else binned.low

@@ -13,7 +13,6 @@ gevent's originals.
 
 from __future__ import annotations
 
-import _thread
 import asyncio
 import json
 import selectors
@@ -29,7 +28,6 @@ from kubernetes import client
 _start_thread: Any = monkey.get_original("_thread", "start_new_thread")
 _lock: Any = monkey.get_original("_thread", "allocate_lock")
 _Selector: Any = monkey.get_original("selectors", "EpollSelector") or selectors.DefaultSelector
-del _thread
 
 WRITES = frozenset({"POST", "PUT", "PATCH", "DELETE"})
 ISVC = "serving.kserve.io/v1beta1/inferenceservices"
