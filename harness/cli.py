@@ -141,6 +141,8 @@ def run_command(
 @click.option("--out", type=click.Path(path_type=Path, file_okay=False), default=Path("results"),
               show_default=True)  # fmt: skip
 @click.option("--set", "overrides", multiple=True, metavar="KEY=VALUE")
+@click.option("--no-rollback-on-interrupt", is_flag=True,
+              help="on Ctrl-C or SIGTERM, leave the canary at its weight")  # fmt: skip
 def gate_command(
     scenario: Path,
     isvc: str,
@@ -158,6 +160,7 @@ def gate_command(
     policy_file: Path | None,
     out: Path,
     overrides: tuple[str, ...],
+    no_rollback_on_interrupt: bool,
 ) -> None:
     """Walk a KServe canary through traffic steps, judging each against the policy and the
     baseline: promote, hold (exit 3) or roll back (exit 1)."""
@@ -169,6 +172,7 @@ def gate_command(
         canary_url=canary_url, baseline_url=baseline_url, openai_path=openai_path,
         kubeconfig=kubeconfig, ready_timeout_s=ready_timeout, poll_s=poll,
         policy_file=policy_file, out=out, overrides=overrides,
+        rollback_on_interrupt=not no_rollback_on_interrupt,
     )  # fmt: skip
     sys.exit(int(flow.gate_and_report(req, _out(), _announce)))
 

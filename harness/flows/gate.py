@@ -14,17 +14,16 @@ from __future__ import annotations
 import contextlib
 import itertools
 import json
-import subprocess
-import sys
-from collections.abc import Callable
+import signal
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from rich.console import Console
 
-from harness.errors import ExitCode, UsageError
-from harness.flows.evaluate import compare_runs
+from harness.errors import ExitCode, RunInterrupted, UsageError
+from harness.flows.step_runs import StepRunner, early_stop_overrides
 from harness.gate.cluster import Cluster, ClusterError
 from harness.gate.kserve import (
     ServiceState,
@@ -33,8 +32,7 @@ from harness.gate.kserve import (
     start_patch,
     step_patch,
 )
-from harness.gate.steps import STEP_EXIT, Journal, StepDecision, StepOutcome, decide_step
-from harness.judge.verdict import Decision
+from harness.gate.steps import STEP_EXIT, Journal, StepDecision, StepOutcome
 from harness.records.run_dir import new_run_dir
 from harness.report.files import write_atomic
 from harness.spec.policy import load_policy
@@ -61,6 +59,7 @@ class GateRequest:
     policy_file: Path | None = None
     out: Path = Path("results")
     overrides: tuple[str, ...] = ()
+    rollback_on_interrupt: bool = True
 
 
 def parse_steps(text: str) -> tuple[int, ...]:
@@ -91,13 +90,18 @@ def gate_and_report(
         announce(f"{'patch' if applied else 'would patch'} {cluster.where}: {json.dumps(body)}")
 
     cluster.on_patch = patched
-    walk = _Walk(req, cluster, journal, gate_dir, policy_file, announce)
+    overrides = [*early_stop_overrides(scenario), *req.overrides]  # the user's word wins
+    runner = StepRunner(req.scenario_file, policy_file, overrides)
+    walk = _Walk(req, cluster, journal, gate_dir, runner, announce)
     try:
-        code = walk.run()
+        with _sigterm_as_interrupt():
+            code = walk.run()
     except ClusterError as exc:
         journal.write("error", message=str(exc))
         walk.finish("ERROR", str(exc))
         raise
+    except KeyboardInterrupt:
+        raise RunInterrupted(walk.interrupted()) from None
     finally:
         journal.close()
     console.print(f"gate: {walk.decision}: {walk.reason}", soft_wrap=True)
@@ -112,11 +116,13 @@ class _Walk:
         cluster: Cluster,
         journal: Journal,
         gate_dir: Path,
-        policy_file: Path,
+        runner: StepRunner,
         announce: Callable[[str], None],
     ) -> None:
         self.req, self.cluster, self.journal = req, cluster, journal
-        self.gate_dir, self.policy_file, self.announce = gate_dir, policy_file, announce
+        self.gate_dir, self.runner, self.announce = gate_dir, runner, announce
+        self.hint: str | None = None
+        self.promoting = False
         self.outcomes: list[StepOutcome] = []
         self.decision, self.reason = "RUNNING", ""
         self.uri_before: str | None = None
@@ -153,9 +159,9 @@ class _Walk:
             self.journal.write("step", **outcome.to_json())
             self.announce(f"step {percent} %: {outcome.decision.value}: {outcome.reason}")
             if outcome.decision is StepDecision.HOLD:
-                return self.finish(
-                    "HOLD", f"{percent} % kept: {outcome.reason}", STEP_EXIT[outcome.decision]
-                )
+                hint = f"; {self.hint}" if self.hint else ""
+                return self.finish("HOLD", f"{percent} % kept: {outcome.reason}{hint}",
+                                   STEP_EXIT[outcome.decision])  # fmt: skip
             if outcome.decision in (StepDecision.ROLLBACK, StepDecision.INVALID):
                 self._rollback()
                 return self.finish(outcome.decision.value, f"at {percent} %: {outcome.reason}",
@@ -184,35 +190,17 @@ class _Walk:
                 'serving.kserve.io/enable-tag-routing: "true", or give --canary-url and '
                 "--baseline-url"
             )
-        step_dir = self.gate_dir / f"step-{percent}"
-        runs = {role: step_dir / role for role in ("canary", "baseline")}
-        procs = {
-            role: self._start_run(url, runs[role])
-            for role, url in (("canary", canary_url), ("baseline", baseline_url))
-        }
-        codes = {role: proc.wait() for role, proc in procs.items()}
         self.journal.write("runs", percent=percent, canary_url=canary_url,
-                           baseline_url=baseline_url, exit_codes=codes)  # fmt: skip
-        if ExitCode.USAGE in codes.values():
-            raise UsageError(f"the step's runs stopped on bad input: see {step_dir}")
-        dirs = {role: _only_run(folder) for role, folder in runs.items()}
-        verdicts = {role: _decision(folder) for role, folder in dirs.items()}
-        comparison, said = None, ""
-        if Decision.INVALID not in verdicts.values():
-            result = compare_runs(dirs["canary"], dirs["baseline"], load_policy(self.policy_file))
-            comparison, said = result.decision, result.reason
-        return decide_step(percent, verdicts["canary"], verdicts["baseline"], comparison, said)
-
-    def _start_run(self, url: str, folder: Path) -> subprocess.Popen[bytes]:
-        folder.mkdir(parents=True, exist_ok=True)
-        args = [sys.executable, "-m", "harness", "run", str(self.req.scenario_file), "--target",
-                url, "--policy", str(self.policy_file), "--out", str(folder)]  # fmt: skip
-        for item in self.req.overrides:
-            args += ["--set", item]
-        log = (folder / "run.log").open("wb")
-        return subprocess.Popen(args, stdout=log, stderr=subprocess.STDOUT)
+                           baseline_url=baseline_url)  # fmt: skip
+        judged = self.runner.judge(
+            percent, {"canary": canary_url, "baseline": baseline_url},
+            self.gate_dir / f"step-{percent}",
+        )  # fmt: skip
+        self.hint = judged.hint
+        return judged.outcome
 
     def _promote(self) -> ExitCode:
+        self.promoting = True  # decided: an interrupt from here on leaves it promoted
         self.cluster.patch(promote_patch())
         if self.req.apply:
             self.cluster.wait_in_effect(100, self.req.ready_timeout_s, self.req.poll_s)
@@ -231,6 +219,28 @@ class _Walk:
             self.cluster.patch(body)
         self.journal.write("rolled_back", storage_uri=self.previous_uri)
 
+    def interrupted(self) -> str:
+        """Ctrl-C or SIGTERM mid-walk: stop the runs in order, then roll back traffic that
+        moved (unless told not to), and say where the service was left."""
+        self.runner.stop()
+        self.journal.write("interrupted", moved=self.moved, promoting=self.promoting)
+        if self.promoting:
+            said = "interrupted while the promotion took effect: it was decided, and stays"
+        elif self.moved and self.req.rollback_on_interrupt:
+            try:
+                self._rollback()
+            except ClusterError as exc:
+                said = f"interrupted, and the rollback failed: {exc}"
+                self.finish("INTERRUPTED", said)
+                return said
+            said = "interrupted: the canary was rolled back"
+        elif self.moved:
+            said = "interrupted: the service was left as it was (--no-rollback-on-interrupt)"
+        else:
+            said = "interrupted before any traffic moved: nothing to roll back"
+        self.finish("INTERRUPTED", said)
+        return f"{said}; results in {self.gate_dir}"
+
     def finish(self, decision: str, reason: str, code: ExitCode = ExitCode.INVALID) -> ExitCode:
         self.decision, self.reason = decision, reason
         after = None
@@ -248,6 +258,7 @@ class _Walk:
             "storage_uri_before": self.uri_before,
             "storage_uri_after": after,
             "previous_storage_uri": self.previous_uri,
+            "hint": self.hint if decision == "HOLD" else None,
             "patches": self.cluster.sent,
         }
         write_atomic(self.gate_dir / "gate.json", json.dumps(document, indent=2) + "\n")
@@ -260,15 +271,12 @@ def _tag_url(state: ServiceState, tag: str, openai_path: str) -> str | None:
     return url.rstrip("/") + openai_path if url else None
 
 
-def _only_run(folder: Path) -> Path:
-    runs = [p for p in folder.iterdir() if p.is_dir()]
-    if len(runs) != 1:
-        raise UsageError(f"{folder}: expected one run folder, found {len(runs)}")
-    return runs[0]
-
-
-def _decision(run_dir: Path) -> Decision:
-    verdict = run_dir / "verdict.json"
-    if not verdict.is_file():
-        return Decision.INVALID
-    return Decision(json.loads(verdict.read_text(encoding="utf-8"))["decision"])
+@contextlib.contextmanager
+def _sigterm_as_interrupt() -> Iterator[None]:
+    """A cancelled CI job or a deleted Job pod sends SIGTERM: treat it as Ctrl-C, so the
+    canary is rolled back rather than left at its weight."""
+    previous = signal.signal(signal.SIGTERM, signal.default_int_handler)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
