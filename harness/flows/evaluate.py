@@ -25,6 +25,7 @@ from harness.judge.analysis import RunMetrics, analyse
 from harness.judge.classify import evaluate, exit_code
 from harness.judge.crosscheck import crosscheck
 from harness.judge.saturation import saturation_reason
+from harness.judge.served import ServedRule, expected_backends
 from harness.judge.server import collected_summary, share_bounds, with_collected
 from harness.judge.steady import holds_of, steady_state, window_metrics
 from harness.judge.verdict import Verdict
@@ -53,7 +54,8 @@ def read_run(run_dir: Path, policy: Policy) -> tuple[RunMetrics, Manifest]:
     """A run's client metrics over its measured window (from the records if it was killed)."""
     manifest = read_manifest(run_dir)
     table, _ = without_aborted(read_table(run_dir))
-    return analyse(table, *measured_window(manifest, table), policy.goodput), manifest
+    served = ServedRule.of(policy, expected_backends(manifest.scenario))
+    return analyse(table, *measured_window(manifest, table), policy.goodput, served), manifest
 
 
 def compare_runs(
@@ -104,13 +106,14 @@ def judge_run(run_dir: Path, policy: Policy, write: bool = True) -> Verdict:
         # Judged at the confidence each look had, or the looks would have spent it twice.
         policy = policy.model_copy(update={"confidence": float(early["confidence_per_look"])})
     start, end = measured_window(manifest, table)
-    metrics = analyse(table, start, end, policy.goodput)
+    served = ServedRule.of(policy, expected_backends(manifest.scenario))
+    metrics = analyse(table, start, end, policy.goodput, served)
     collected = read_collection(run_dir, manifest)
     # The server saw the aborted requests too: the client's side of the count keeps them.
     checks = crosscheck(everything, collected) if collected is not None else []
     checks.append(steady_state(table, start, end, policy.confidence, stage_holds(manifest)))
     windows = {
-        length: window_metrics(table, start, end, length, policy.goodput)
+        length: window_metrics(table, start, end, length, policy.goodput, served)
         for length in {o.window for o in policy.objectives if o.window is not None}
     }
     verdict = evaluate(

@@ -287,9 +287,11 @@ def _drive(
 ) -> tuple[LoadOutcome, dict[str, Any] | None]:
     """The load phase; with load.early_stop (single process), also the looks' record."""
     scenario = inputs.scenario
+    looks = scenario.load.early_stop is not None
+    expect = scenario.target.expect_backend
     if req.workers or req.master_bind:
         host, port = host_port(req.master_bind) if req.master_bind else ("127.0.0.1", 0)
-        judge = EarlyJudge(inputs.policy, scenario.load) if scenario.load.early_stop else None
+        judge = EarlyJudge(inputs.policy, scenario.load, expect) if looks else None
 
         def gathered(record: RequestRecord) -> None:
             log.write(record)
@@ -314,7 +316,7 @@ def _drive(
         workload=inputs.workload,
     )
     stats = LiveStats()
-    early = EarlyJudge(inputs.policy, scenario.load) if scenario.load.early_stop else None
+    early = EarlyJudge(inputs.policy, scenario.load, expect) if looks else None
 
     def sink(record: RequestRecord) -> None:
         log.write(record)

@@ -35,6 +35,13 @@ from harness.judge.dependence import (
     request_batches,
     share_effect,
 )
+from harness.judge.served import (
+    FALLBACK_CLASS,
+    NO_RULE,
+    SERVED_COLUMNS,
+    ServedRule,
+    top_backends,
+)
 from harness.judge.verdict import LatencyStats, RunSummary
 from harness.spec.metrics import percentile_of
 from harness.workload.calibration import TokenCalibration, token_calibration
@@ -57,7 +64,7 @@ DISTRIBUTION_METRICS = (
     "e2el_intended",
     "schedule_lag",
 )
-SCALAR_METRICS = ("error_rate", "request_rate", "output_token_rate", "goodput")
+SCALAR_METRICS = ("error_rate", "fallback_rate", "request_rate", "output_token_rate", "goodput")
 GOODPUT_KEYS = ("ttft", "tpot", "e2el", "itl")
 
 #: The record columns analysis reads (a subset of ``RequestRecord.to_row()``).
@@ -79,6 +86,7 @@ OPTIONAL_COLUMNS = (
     "planned_prompt_tokens",
     "max_tokens",
     "output_counted",
+    *SERVED_COLUMNS,
 )  # absent in hand-made tables
 
 _NO_SLO: Mapping[str, float] = MappingProxyType({})
@@ -123,6 +131,12 @@ class RunMetrics:
     # (hand-made metrics): the samples are taken as independent.
     batches: Mapping[str, Starts] = field(default_factory=lambda: _NO_BATCHES)
     effects: Mapping[str, DesignEffect] = field(default_factory=lambda: _NO_EFFECTS)
+    # Requests the client saw succeed that a gateway served by a fallback or an unexpected
+    # deployment (harness.judge.served); in ``failed`` too when the policy counts them as
+    # errors. The deployments that served them, most first.
+    fallbacks: int = 0
+    fallbacks_are_errors: bool = False
+    fallback_backends: Mapping[str, int] = field(default_factory=lambda: MappingProxyType({}))
 
 
 def statistic(samples: FloatArray, stat: str) -> float:
@@ -146,6 +160,7 @@ def analyse(
     measure_start: float,
     measure_end: float,
     goodput_slo: Mapping[str, float] = _NO_SLO,
+    served: ServedRule = NO_RULE,
 ) -> RunMetrics:
     """Compute a run's metrics from its records; only ``phase == "measure"`` rows count.
 
@@ -158,6 +173,7 @@ def analyse(
     every measured row with an intended time, failed ones too, since it describes the load
     generator, not the target. For goodput a request lacking a value an SLO needs (no TTFT on a
     non-streaming row, no TPOT with one output token, no ITL gap with one chunk) does not count.
+    ``served`` says which successes a gateway served from elsewhere, and whether they fail.
     """
     unknown = sorted(set(goodput_slo) - set(GOODPUT_KEYS))
     if unknown:
@@ -175,6 +191,10 @@ def analyse(
 
     error = pc.fill_null(pc.cast(table["error"], pa.string()), "")
     ok: BoolArray = pc.equal(error, "").to_numpy(zero_copy_only=False).astype(np.bool_)
+    fallback = served.mask(table) & ok
+    if served.as_error and fallback.any():
+        ok &= ~fallback
+        error = pc.if_else(pa.array(fallback), FALLBACK_CLASS, error)
     stream = pc.fill_null(pc.cast(table["stream"], pa.bool_()), False)
     streamed: BoolArray = stream.to_numpy(zero_copy_only=False).astype(np.bool_)
     latency_rows = ok & streamed
@@ -238,11 +258,13 @@ def analyse(
     slices = _time_slices(t_done, measure_start, duration)
     effects = {
         "error_rate": share_effect(rows, ~ok),
+        "fallback_rate": share_effect(rows, fallback),
         "request_rate": count_effect(_per_slice(slices, ok)),
         "goodput": count_effect(_per_slice(slices, good_rows)),
     }
     scalars: dict[str, float | None] = {
         "error_rate": (attempted - succeeded) / attempted if attempted else None,
+        "fallback_rate": int(np.count_nonzero(fallback)) / attempted if attempted else None,
         "request_rate": rate(succeeded),
         "output_token_rate": rate(float(np.sum(out_tokens[ok]))),
         "goodput": rate(good),
@@ -264,6 +286,11 @@ def analyse(
         output_tokens_from_tokenizer=int(np.count_nonzero(ok & _counted(table))),
         batches=MappingProxyType({name: starts for name, (_, starts) in kept.items()}),
         effects=MappingProxyType(effects),
+        fallbacks=int(np.count_nonzero(fallback)),
+        fallbacks_are_errors=served.as_error,
+        fallback_backends=MappingProxyType(
+            top_backends(table["served_by"], fallback) if "served_by" in table.column_names else {}
+        ),
     )
 
 
@@ -309,6 +336,9 @@ def summarise(metrics: RunMetrics, order: OrderStatistics | None = None) -> RunS
         output_vs_asked=metrics.output_vs_asked,
         output_tokens_from_chunks=metrics.output_tokens_from_chunks,
         output_tokens_from_tokenizer=metrics.output_tokens_from_tokenizer,
+        fallbacks=metrics.fallbacks,
+        fallbacks_are_errors=metrics.fallbacks_are_errors,
+        fallback_backends=dict(metrics.fallback_backends),
     )
 
 

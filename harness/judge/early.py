@@ -14,10 +14,12 @@ from __future__ import annotations
 import sys
 import time
 from collections import deque
+from collections.abc import Iterable
 from typing import Any
 
 from harness.judge.classify import classify
 from harness.judge.looks import LookTallies
+from harness.judge.served import ServedRule
 from harness.judge.verdict import Classification
 from harness.records.record import RequestRecord
 from harness.spec.load import LoadSpec, planned_looks
@@ -37,12 +39,12 @@ class EarlyJudge:
     """Keeps the measured records as they come and judges them at each look (the look runs
     in a worker thread, off the load generator's event loop)."""
 
-    def __init__(self, policy: Policy, load: LoadSpec) -> None:
+    def __init__(self, policy: Policy, load: LoadSpec, expect_backend: Iterable[str] = ()) -> None:
         self.confidence = per_look_confidence(policy.confidence, load)
         self.policy = policy.model_copy(update={"confidence": self.confidence})
         self.load = load
         self.pending: deque[RequestRecord] = deque()  # appends and pops are thread-safe
-        self.tallies = LookTallies(policy.goodput)
+        self.tallies = LookTallies(policy.goodput, ServedRule.of(policy, expect_backend))
         self.looks = 0
 
     def observe(self, record: RequestRecord) -> None:

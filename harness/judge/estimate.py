@@ -61,11 +61,12 @@ def estimate(
 ) -> Estimate:
     """The objective's stat with its interval (harness.judge.confidence), or why there is none.
 
-    Client percentiles get order-statistic bounds, means normal bounds, the error rate
-    Clopper-Pearson bounds, request and goodput rates Poisson bounds, each on the effective
-    sample size the run's dependence leaves (its design effect, by batch means). A server
-    histogram's percentile gets the bucket that holds it. Sampled series (GPU, queue depth) are
-    autocorrelated, so no independent-sample interval applies: their stat is a point value.
+    Client percentiles get order-statistic bounds, means normal bounds, the error and
+    fallback rates Clopper-Pearson bounds, request and goodput rates Poisson bounds, each on
+    the effective sample size the run's dependence leaves (its design effect, by batch
+    means). A server histogram's percentile gets the bucket that holds it. Sampled series
+    (GPU, queue depth) are autocorrelated, so no independent-sample interval applies: their
+    stat is a point value.
     """
     metric = objective.definition
     if objective.stat == SHARE_STAT:
@@ -177,6 +178,8 @@ def _scalar_interval(
 ) -> tuple[float, float] | None:
     if name == "error_rate":
         return share_interval(metrics.failed, metrics.attempted, confidence, deff)
+    if name == "fallback_rate":
+        return share_interval(metrics.fallbacks, metrics.attempted, confidence, deff)
     duration = metrics.duration_s
     if duration is None or duration <= 0:
         return None
@@ -201,7 +204,7 @@ def more_data(
     attempted = max(metrics.attempted, 1)
     needed: int | None = None
     scale = max(est.deff, 1.0)  # each effective sample costs deff real ones
-    if metric.name == "error_rate":
+    if metric.name in ("error_rate", "fallback_rate"):
         found = requests_for_share(est.value, bound, confidence)
         needed = math.ceil(found * scale) if found is not None else None
     elif objective.stat == SHARE_STAT:

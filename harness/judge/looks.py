@@ -8,7 +8,8 @@ that does not grow with the records already taken:
 
 - each client distribution metric in log-spaced bins 1 % wide (1 µs to 10^5 s) per batch of
   requests, with exact counts, sums, squares, minimum and maximum;
-- requests, failures and good requests per batch, successes per quarter second.
+- requests, failures, fallback-served and good requests per batch, successes per quarter
+  second.
 
 Batches are runs of consecutive requests (in the order they finished) of a size that doubles
 when there are ``MAX_BATCHES`` of them, merging neighbours, so a look's design effects
@@ -42,6 +43,7 @@ from harness.judge.dependence import (
     count_effect,
 )
 from harness.judge.estimate import Estimate, thresholds
+from harness.judge.served import NO_RULE, ServedRule
 from harness.records.record import ErrorClass, RequestRecord
 from harness.spec.metrics import SHARE_STAT, percentile_of
 from harness.spec.policy import Objective
@@ -190,13 +192,15 @@ class Binned:
 class LookTallies:
     """Everything a look judges, folded in record by record batch."""
 
-    def __init__(self, goodput: Mapping[str, float]) -> None:
+    def __init__(self, goodput: Mapping[str, float], served: ServedRule = NO_RULE) -> None:
         self.goodput = dict(goodput)
+        self.served = served
         self.metrics = {name: Binned() for name in LOOK_METRICS}
         self.batch_size = 4
         self.requests = 0
         self.attempted = np.zeros(MAX_BATCHES)
         self.failed = np.zeros(MAX_BATCHES)
+        self.fallbacks = np.zeros(MAX_BATCHES)
         self.succeeded = 0
         self.good = 0
         self.output_tokens = 0.0
@@ -210,6 +214,9 @@ class LookTallies:
             return
         nan = math.nan
         ok = np.fromiter((r.error is None for r in rows), bool, len(rows))
+        fallback = ok & np.fromiter(map(self.served.one, rows), bool, len(rows))
+        if self.served.as_error:
+            ok &= ~fallback
         streamed = np.fromiter((r.stream for r in rows), bool, len(rows))
         t_sent = np.fromiter((r.t_sent for r in rows), float, len(rows))
         t_done = np.fromiter((r.t_done for r in rows), float, len(rows))
@@ -260,6 +267,7 @@ class LookTallies:
                 good &= per_request[key] <= bound
         self.attempted += np.bincount(labels, minlength=MAX_BATCHES)
         self.failed += np.bincount(labels[~ok], minlength=MAX_BATCHES)
+        self.fallbacks += np.bincount(labels[fallback], minlength=MAX_BATCHES)
         self.succeeded += int(np.count_nonzero(ok))
         self.good += int(np.count_nonzero(good))
         self.output_tokens += float(np.sum(out_tokens[ok]))
@@ -280,7 +288,7 @@ class LookTallies:
         while (self.requests + count - 1) // self.batch_size >= MAX_BATCHES:
             for binned in self.metrics.values():
                 binned.merge_pairs()
-            for tally in (self.attempted, self.failed):
+            for tally in (self.attempted, self.failed, self.fallbacks):
                 half = MAX_BATCHES // 2
                 tally[:half] = tally[0::2] + tally[1::2]
                 tally[half:] = 0
@@ -316,12 +324,12 @@ class LookTallies:
     def _scalar(self, name: str, attempted: int, duration: float, confidence: float) -> Estimate:
         if attempted == 0:
             return Estimate(None, 0, missing="no requests yet")
-        failed = int(self.failed.sum())
-        if name == "error_rate":
-            effect = batch_share_effect(self.failed, self.attempted)
-            deff = effect.inflation(confidence)
-            interval = share_interval(failed, attempted, confidence, deff)
-            return Estimate(failed / attempted, attempted, interval, deff=deff)
+        if name in ("error_rate", "fallback_rate"):
+            tally = self.failed if name == "error_rate" else self.fallbacks
+            deff = batch_share_effect(tally, self.attempted).inflation(confidence)
+            count = int(tally.sum())
+            interval = share_interval(count, attempted, confidence, deff)
+            return Estimate(count / attempted, attempted, interval, deff=deff)
         if duration <= 0:
             return Estimate(None, attempted, missing="no measured duration yet")
         if name == "output_token_rate":

@@ -27,6 +27,7 @@ import pyarrow.compute as pc
 
 from harness.judge.analysis import RunMetrics, analyse
 from harness.judge.confidence import percentile_with_interval
+from harness.judge.served import NO_RULE, ServedRule
 from harness.judge.verdict import CheckResult
 from harness.spec.load import LoadSpec
 from harness.spec.quantity import format_quantity
@@ -138,6 +139,7 @@ def window_metrics(
     end: float,
     length_s: float,
     goodput_slo: Mapping[str, float],
+    served: ServedRule = NO_RULE,
 ) -> list[tuple[float, float, RunMetrics]]:
     """The measured window cut into consecutive windows of ``length_s`` (the last one may be
     shorter; one under half a window joins the one before), each analysed on the requests
@@ -154,5 +156,5 @@ def window_metrics(
         inside = pc.and_(
             pc.greater_equal(sent, lo), pc.less(sent, hi) if hi < end else pc.less_equal(sent, hi)
         )
-        out.append((lo, hi, analyse(table.filter(inside), lo, hi, goodput_slo)))
+        out.append((lo, hi, analyse(table.filter(inside), lo, hi, goodput_slo, served)))
     return out

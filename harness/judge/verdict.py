@@ -85,6 +85,11 @@ class RunSummary:
     output_vs_asked: Mapping[str, Any] | None = None
     output_tokens_from_chunks: int = 0  # successful requests without usage: counted in chunks
     output_tokens_from_tokenizer: int = 0  # ... counted by the workload's tokenizer
+    # Successes a gateway served by a fallback or an unexpected deployment (and whether the
+    # policy counted them in `errors`), with the deployments that served them.
+    fallbacks: int = 0
+    fallbacks_are_errors: bool = False
+    fallback_backends: Mapping[str, int] = field(default_factory=dict)
 
 
 @dataclass(frozen=True, slots=True)
@@ -130,6 +135,13 @@ class Verdict:
             summary["output_tokens_from_chunks"] = s.output_tokens_from_chunks
         if s.output_tokens_from_tokenizer:
             summary["output_tokens_from_tokenizer"] = s.output_tokens_from_tokenizer
+        if s.fallbacks:
+            summary["fallbacks"] = {
+                "requests": s.fallbacks,
+                "share": _num(s.fallbacks / s.requests) if s.requests else None,
+                "counted_as_errors": s.fallbacks_are_errors,
+                "served_by": dict(s.fallback_backends),
+            }
         for key in ("ttft_s", "tpot_s", "itl_s", "e2el_s", "schedule_lag_s"):
             st: LatencyStats = getattr(s, key)
             summary[key] = {

@@ -15,7 +15,7 @@ import gevent
 from geventhttpclient.client import HTTPClient
 from geventhttpclient.response import HTTPParseError
 
-from harness.load.openai_api import Endpoint
+from harness.load.openai_api import Endpoint, gateway_route
 from harness.load.sse import StreamState, parse_completion_text
 from harness.load.streaming import RawStream
 from harness.records.record import ErrorClass
@@ -44,6 +44,10 @@ class Exchange:
     error: ErrorClass | None = None
     error_detail: str = ""
     reply_text: str | None = None  # only when asked for (multi-turn workloads)
+    served_by: str | None = None  # the gateway's deployment (harness.load.openai_api)
+    fallbacks: int | None = None
+    retries: int | None = None
+    served_model: str | None = None  # the model the body named
 
 
 class Cut(gevent.GreenletExit):  # type: ignore[misc]  # gevent ships no stubs for it
@@ -75,6 +79,7 @@ def send(
         with gevent.Timeout(opts.request_timeout_s, _Deadline):
             stream = RawStream(http.request("POST", ep.path, body=body, headers=ep.headers))
             ex.status = stream.status
+            ex.served_by, ex.fallbacks, ex.retries = gateway_route(stream.header)
             if not 200 <= ex.status < 300:
                 text = stream.read_all(2048).decode("utf-8", "replace")
                 ex.error, ex.error_detail = ErrorClass.HTTP_STATUS, f"HTTP {ex.status}: {text}"
@@ -84,15 +89,15 @@ def send(
             else:
                 raw = stream.read_all()
                 now = time.monotonic()
-                state.prompt_tokens, state.output_tokens, answer, problem = parse_completion_text(
-                    raw
-                )
-                if answer is not None:
+                answer = parse_completion_text(raw)
+                state.prompt_tokens, state.output_tokens = answer[:2]
+                state.model = answer.model
+                if answer.text is not None:
                     state.chunk_times.append(now)
                     if want_text:
-                        state.text_parts.append(answer)
+                        state.text_parts.append(answer.text)
                 else:
-                    ex.error, ex.error_detail = ErrorClass.MALFORMED_CHUNK, problem
+                    ex.error, ex.error_detail = ErrorClass.MALFORMED_CHUNK, answer.problem
     except _Deadline:
         ex.error = ErrorClass.TIMEOUT
         ex.error_detail = f"no complete answer within {opts.request_timeout_s:g} s"
@@ -134,6 +139,7 @@ def _close(ex: Exchange, state: StreamState, error: ErrorClass | None, detail: s
     ex.chunk_times = state.chunk_times
     ex.prompt_tokens = state.prompt_tokens
     ex.output_tokens = state.output_tokens
+    ex.served_model = state.model
     ex.error = error
     ex.error_detail = detail
     if state.collect_text:

@@ -340,6 +340,10 @@ def _make_record(
         planned_prompt_tokens=spec.planned_prompt_tokens,
         max_tokens=spec.max_tokens,
         output_counted=counted,
+        served_by=ex.served_by,
+        fallbacks=ex.fallbacks,
+        retries=ex.retries,
+        served_model=ex.served_model,
     )
 
 

@@ -4,10 +4,11 @@ from __future__ import annotations
 
 import json
 import os
+from collections.abc import Callable
 from dataclasses import dataclass
 from urllib.parse import urlsplit
 
-from harness.records.redact import safe_text
+from harness.records.redact import backend_name, safe_text
 from harness.spec.scenario import Scenario
 from harness.workload.base import RequestSpec
 
@@ -24,6 +25,33 @@ class Endpoint:
     def redact(self, text: str, limit: int | None = None) -> str:
         """Text bound for logs, records or reports: the API key out, then clipped."""
         return safe_text(text, (self.api_key,), limit)
+
+
+#: LiteLLM's response headers on which deployment answered, and what it attempted first:
+#: the fallbacks (0 when the model group asked for served) and retries within that group.
+API_BASE_HEADER = "x-litellm-model-api-base"
+MODEL_ID_HEADER = "x-litellm-model-id"
+FALLBACKS_HEADER = "x-litellm-attempted-fallbacks"
+RETRIES_HEADER = "x-litellm-attempted-retries"
+
+
+def gateway_route(header: Callable[[str], str | None]) -> tuple[str | None, int | None, int | None]:
+    """(served_by, fallbacks, retries) from a response's headers, each None when absent.
+
+    served_by is the api base without credentials or query (LiteLLM already drops the
+    query), else the deployment id. Four header lookups, once per request.
+    """
+    base = header(API_BASE_HEADER) or header(MODEL_ID_HEADER)
+    served_by = backend_name(base) if base else ""
+    return served_by or None, _count(header(FALLBACKS_HEADER)), _count(header(RETRIES_HEADER))
+
+
+def _count(value: str | None) -> int | None:
+    """A header's non-negative integer, None when absent or anything else."""
+    if value is None:
+        return None
+    value = value.strip()
+    return int(value) if value.isdigit() and len(value) < 10 else None
 
 
 def split_base_url(url: str) -> tuple[str, str]:

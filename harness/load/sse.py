@@ -18,11 +18,12 @@ import json
 import math
 import re
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, NamedTuple
 
 from harness.records.record import ErrorClass
 
 DONE = "[DONE]"
+MODEL_LIMIT = 200  # longest model name kept in a record
 
 
 # The JSON grammar of the parts of a chunk that vary from one chunk to the next.
@@ -146,6 +147,10 @@ class StreamState:
     error: ErrorClass | None = None
     error_detail: str = ""
     finish_reason: str | None = None
+    # The model the chunks name, from the last one fully parsed: a line the shape cache
+    # skips is a content chunk, and the finish and usage chunks after it are always parsed,
+    # so a gateway that changed model mid-stream (a fallback) is seen at the end.
+    model: str | None = None
     collect_text: bool = False  # keep the generated text (multi-turn workloads resend it)
     text_parts: list[str] = field(default_factory=list)
     _shapes_tried: int = field(default=0, init=False, repr=False, compare=False)
@@ -181,6 +186,9 @@ class StreamState:
         if obj.get("error"):
             self._fail(ErrorClass.BROKEN_STREAM, f"server error in stream: {_short(obj['error'])}")
             return
+        model = obj.get("model")
+        if model and isinstance(model, str):
+            self.model = model[:MODEL_LIMIT]
         usage = obj.get("usage")
         if isinstance(usage, dict):
             self._take_usage(usage)
@@ -255,14 +263,26 @@ def _content_field(choice: dict[str, Any]) -> tuple[str, str] | None:
     return ("text", text) if isinstance(text, str) and text else None
 
 
-def parse_completion_text(body: bytes) -> tuple[int | None, int | None, str | None, str]:
-    """A non-streaming body: (prompt_tokens, output_tokens, answer text or None, problem)."""
+class Completion(NamedTuple):
+    """What a non-streaming body says: the answer text is None when it has none."""
+
+    prompt_tokens: int | None
+    output_tokens: int | None
+    text: str | None
+    problem: str  # why there is no answer text
+    model: str | None = None  # the model the body names
+
+
+def parse_completion_text(body: bytes) -> Completion:
+    """A non-streaming body: usage, answer text (or what is wrong with it) and model."""
     try:
         obj = json.loads(body)
     except ValueError:
-        return None, None, None, f"body is not JSON: {body[:80]!r}"
+        return Completion(None, None, None, f"body is not JSON: {body[:80]!r}")
     if not isinstance(obj, dict):
-        return None, None, None, "body is not a JSON object"
+        return Completion(None, None, None, "body is not a JSON object")
+    named = obj.get("model")
+    model = named[:MODEL_LIMIT] if isinstance(named, str) and named else None
     prompt = output = None
     usage = obj.get("usage")
     if isinstance(usage, dict):
@@ -271,7 +291,7 @@ def parse_completion_text(body: bytes) -> tuple[int | None, int | None, str | No
         output = c if isinstance(c, int) else None
     choices = obj.get("choices")
     if not isinstance(choices, list) or not choices or not isinstance(choices[0], dict):
-        return prompt, output, None, "no choices in body"
+        return Completion(prompt, output, None, "no choices in body", model)
     first = choices[0]
     message = first.get("message")
     if isinstance(message, dict):
@@ -279,8 +299,8 @@ def parse_completion_text(body: bytes) -> tuple[int | None, int | None, str | No
     else:
         content = first.get("text")
     if isinstance(content, str) and content:
-        return prompt, output, content, ""
-    return prompt, output, None, "no generated content in body"
+        return Completion(prompt, output, content, "", model)
+    return Completion(prompt, output, None, "no generated content in body", model)
 
 
 def _short(value: Any) -> str:

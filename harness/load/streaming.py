@@ -59,6 +59,13 @@ class RawStream:
     def status(self) -> int:
         return int(self._resp.status_code)
 
+    def header(self, name: str) -> str | None:
+        """A response header (any case), its last value when repeated; None when absent."""
+        value = self._resp.get(name)
+        if isinstance(value, list):
+            return str(value[-1]) if value else None
+        return None if value is None else str(value)
+
     def read_lines(self) -> list[bytes]:
         """The next complete lines (newlines removed; at least one), all stamped with
         `arrived`, the monotonic time of the recv that completed them; [] at the end of

@@ -42,6 +42,10 @@ RECORD_SCHEMA = pa.schema(
         ("planned_prompt_tokens", pa.int64()),
         ("max_tokens", pa.int64()),
         ("output_counted", pa.bool_()),
+        ("served_by", pa.string()),
+        ("fallbacks", pa.int64()),
+        ("retries", pa.int64()),
+        ("served_model", pa.string()),
     ]
 )
 

@@ -53,6 +53,14 @@ class RequestRecord:
     max_tokens: int | None = None  # the output length asked for
     # output_tokens counted by the workload's tokenizer: the server sent no usage
     output_counted: bool = False
+    # Who answered, as a gateway (LiteLLM) tells it: LiteLLM answers 200 when a fallback
+    # served, so without these a failing backend hides behind it. The deployment's api base
+    # (no credentials or query) or else its id, the fallbacks and retries the gateway
+    # attempted before this answer, and the model the body named. None when not said.
+    served_by: str | None = None
+    fallbacks: int | None = None
+    retries: int | None = None
+    served_model: str | None = None
 
     @property
     def ok(self) -> bool:
@@ -91,6 +99,10 @@ class RequestRecord:
             planned_prompt_tokens=_opt_int(row.get("planned_prompt_tokens")),
             max_tokens=_opt_int(row.get("max_tokens")),
             output_counted=bool(row.get("output_counted") or False),
+            served_by=_opt_str(row.get("served_by")),
+            fallbacks=_opt_int(row.get("fallbacks")),
+            retries=_opt_int(row.get("retries")),
+            served_model=_opt_str(row.get("served_model")),
         )
 
 
@@ -106,3 +118,7 @@ def _opt_int(value: Any) -> int | None:
         return None
     as_float = float(value)
     return None if as_float != as_float else int(as_float)
+
+
+def _opt_str(value: Any) -> str | None:
+    return None if value is None or value != value else str(value)  # NaN from pandas nulls

@@ -43,3 +43,22 @@ def _mask_edges(text: str, secret: str) -> str:
             text = MASK + text[k:]
             break
     return text
+
+
+#: Longest name of a serving deployment kept in a record.
+BACKEND_LIMIT = 200
+
+
+def backend_name(text: str) -> str:
+    """A deployment's api base as safe and stable to keep and compare: no user:password@,
+    no ?query or #fragment (where keys travel), scheme and host lower-case, no trailing
+    slash. Text that is not a URL (a deployment id) is only trimmed; both are clipped."""
+    text = text.strip()
+    for mark in ("?", "#"):
+        text = text.partition(mark)[0]
+    scheme, sep, rest = text.partition("://")
+    if sep:
+        authority, slash, path = rest.partition("/")
+        host = authority.rpartition("@")[2].lower()
+        text = f"{scheme.lower()}://{host}{slash}{path}"
+    return text.rstrip("/")[:BACKEND_LIMIT]

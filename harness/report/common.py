@@ -79,3 +79,18 @@ def token_source_note(summary: RunSummary) -> str | None:
         "the counts (and TPOT and the token rate) are content chunks, a lower bound when a "
         "chunk carries several tokens"
     )
+
+
+def fallback_note(summary: RunSummary) -> str | None:
+    """How many successes a gateway served from a fallback or another deployment, and by
+    whom; None when none did (a 200 from a fallback hides a failing backend)."""
+    count = summary.fallbacks
+    if not count:
+        return None
+    share = format_quantity(count / summary.requests, "ratio") if summary.requests else "—"
+    where = ", ".join(f"{name} {n}" for name, n in summary.fallback_backends.items())
+    counted = "counted as errors" if summary.fallbacks_are_errors else "not counted as errors"
+    return (
+        f"fallbacks: {count} requests ({share}) were served by a fallback or by another "
+        f"deployment than expected{f' ({where})' if where else ''}; {counted}"
+    )

@@ -9,6 +9,7 @@ from harness.report.common import (
     alert_text,
     error_share,
     estimate_text,
+    fallback_note,
     stat_label,
     target_text,
     token_source_note,
@@ -73,9 +74,9 @@ def render_markdown(verdict: Verdict) -> str:
         "| latency | mean | p50 | p90 | p99 | n |",
         "|---|---:|---:|---:|---:|---:|",
     ]
-    note = token_source_note(s)
-    if note:
-        lines[-3:-3] = ["", f"Note: {cell(note)}."]
+    for note in (fallback_note(s), token_source_note(s)):
+        if note:
+            lines[-3:-3] = ["", f"Note: {cell(note)}."]
     for label, stats in (
         ("TTFT", s.ttft_s),
         ("TPOT", s.tpot_s),

@@ -10,6 +10,7 @@ from rich.text import Text
 from harness.judge.verdict import Classification, Decision, Verdict
 from harness.report.common import (
     alert_text,
+    fallback_note,
     stat_label,
     summary_line,
     target_text,
@@ -71,6 +72,9 @@ def verdict_renderable(verdict: Verdict) -> RenderableType:
             note = Text(f"client vs server, {check.name}: ", style="bold yellow")
             note.append(check.detail)
             notes.append(note)
+    served_note = fallback_note(verdict.summary)
+    if served_note:
+        notes.append(Text(served_note, style="bold yellow"))
     token_note = token_source_note(verdict.summary)
     if token_note:
         notes.append(Text(token_note, style="dim"))

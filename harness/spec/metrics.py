@@ -48,6 +48,9 @@ _DEFS = (
               "actual send - intended send (load-generator lag)"),
     MetricDef("error_rate", "ratio", "ratio", "lower", "scalar", "client",
               "failed / attempted requests"),
+    MetricDef("fallback_rate", "ratio", "ratio", "lower", "scalar", "client",
+              "requests a gateway served by a fallback, or by another deployment than "
+              "target.expect_backend, / attempted"),
     MetricDef("request_rate", "1/s", "per_second", "higher", "scalar", "client",
               "completed requests per second"),
     MetricDef("output_token_rate", "1/s", "per_second", "higher", "scalar", "client",

@@ -171,6 +171,12 @@ class Policy(StrictModel):
         description="one-sided confidence of every bound the judge decides on: PASS needs the "
         "bound on the good side of the target, FAIL the bound on the bad side of the alert",
     )
+    fallback_counts_as_error: bool = Field(
+        default=False,
+        description="a request a gateway served by a fallback (or by another deployment than "
+        "the scenario's target.expect_backend) counts as failed: in error_rate, the canary "
+        "comparison, and out of the latencies and goodput",
+    )
     objectives: Annotated[list[Objective], Field(min_length=1)]
 
     @field_validator("goodput", mode="before")

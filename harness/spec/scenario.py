@@ -73,6 +73,34 @@ class TargetSpec(StrictModel):
         description="settings of the built-in simulator (see `harness sim --help`), "
         "used only when url is null",
     )
+    expect_backend: list[str] = Field(
+        default_factory=list,
+        description="behind a gateway (LiteLLM): the api base(s) or deployment id(s) that "
+        "should serve every request; a request the gateway says another served counts as "
+        "fallback-served (fallback_rate)",
+    )
+
+    @field_validator("expect_backend", mode="before")
+    @classmethod
+    def _one_or_more(cls, value: Any) -> Any:
+        if value is None:
+            return []
+        if isinstance(value, str):
+            return [value]
+        if not isinstance(value, list):
+            raise ValueError("expected an api base or deployment id, or a list of them")
+        return value
+
+    @field_validator("expect_backend")
+    @classmethod
+    def _named(cls, value: list[str]) -> list[str]:
+        for item in value:
+            if not item.strip() or "?" in item or "#" in item:
+                raise ValueError(
+                    f"{item!r}: expected an api base such as http://10.0.0.7:8000/v1 (no ?query) "
+                    "or a deployment id"
+                )
+        return value
 
     @field_validator("url")
     @classmethod

@@ -104,6 +104,29 @@ def proxy_config(
     }
 
 
+def fallback_config(primary_url: str, fallback_url: str, master_key: str) -> dict[str, Any]:
+    """Two model groups on two backends: `primary`, falling back to `fallback` when it fails.
+
+    No retries, so a failing primary costs one attempt before the fallback serves. Both
+    groups ask their backend for the simulator's model name.
+    """
+
+    def group(name: str, url: str) -> dict[str, Any]:
+        params = {"model": "openai/sim-llama-3-8b", "api_base": url, "api_key": "unused"}
+        return {"model_name": name, "litellm_params": params}
+
+    return {
+        "model_list": [group("primary", primary_url), group("fallback", fallback_url)],
+        "router_settings": {"fallbacks": [{"primary": ["fallback"]}], "num_retries": 0},
+        "litellm_settings": {
+            "num_retries": 0,
+            "callbacks": ["prometheus"],
+            "require_auth_for_metrics_endpoint": False,
+        },
+        "general_settings": {"master_key": master_key},
+    }
+
+
 @contextlib.contextmanager
 def litellm_proxy(
     backend_base_url: str,
@@ -118,8 +141,22 @@ def litellm_proxy(
     it exits or is not live within 60 s. `metrics_auth=True` keeps /metrics behind the
     master key, as in a default deployment.
     """
-    if not backend_base_url.startswith("http://127.0.0.1:"):
-        raise ValueError(f"tests route to loopback backends only, not {backend_base_url!r}")
+    cfg = proxy_config(
+        backend_base_url, master_key, backend_api_key=backend_api_key, metrics_auth=metrics_auth
+    )
+    with litellm_with_config(cfg, master_key, metrics_auth=metrics_auth) as handle:
+        yield handle
+
+
+@contextlib.contextmanager
+def litellm_with_config(
+    cfg: dict[str, Any], master_key: str, *, metrics_auth: bool = False
+) -> Iterator[LitellmHandle]:
+    """Run the proxy with a whole config (e.g. `fallback_config`); every backend on loopback."""
+    for model in cfg.get("model_list", []):
+        api_base = str(model["litellm_params"].get("api_base", ""))
+        if not api_base.startswith("http://127.0.0.1:"):
+            raise ValueError(f"tests route to loopback backends only, not {api_base!r}")
     binary = litellm_binary()
     if binary is None:
         raise LitellmError(
@@ -128,12 +165,6 @@ def litellm_proxy(
     with tempfile.TemporaryDirectory(prefix="litellm-") as tmp:
         work = Path(tmp)
         config, log = work / "config.yaml", work / "litellm.log"
-        cfg = proxy_config(
-            backend_base_url,
-            master_key,
-            backend_api_key=backend_api_key,
-            metrics_auth=metrics_auth,
-        )
         config.write_text(yaml.safe_dump(cfg, sort_keys=False))
         port = free_port()
         cmd = [str(binary), "--config", str(config), "--host", "127.0.0.1", "--port", str(port)]

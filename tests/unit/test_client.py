@@ -222,3 +222,29 @@ def test_no_piece_of_the_key_survives_in_an_error_inside_a_stream(
         ex = send(http, _keyed_options(), b"{}", "cut")
         assert ex.error is ErrorClass.BROKEN_STREAM, ex.error_detail
         assert not key_pieces(ex.error_detail, KEY), (i, ex.error_detail)
+
+
+def test_the_gateway_s_headers_and_the_body_s_model_say_who_served(
+    serve: Callable[..., tuple[Server, HTTPClient]],
+) -> None:
+    head = HEAD.replace(
+        b"\r\n\r\n",
+        b"\r\nx-litellm-model-api-base: http://admin:pw@Backup.local:8000/v1?api-key=k"
+        b"\r\nx-litellm-model-id: 7371\r\nX-LiteLLM-Attempted-Fallbacks: 2"
+        b"\r\nx-litellm-attempted-retries: 0\r\n\r\n",
+    )
+    named = CHUNK.replace(b'{"choices"', b'{"model":"fallback","choices"')
+    finish = (
+        b'data: {"model":"fallback","choices":[{"index":0,"delta":{},"finish_reason":"stop"}]}\n\n'
+    )
+
+    def script(conn: socket.socket) -> None:
+        conn.sendall(head + _chunked(named + CHUNK + finish + END) + b"0\r\n\r\n")
+
+    _, http = serve(script, _stream(CHUNK + END))
+    ex = send(http, _options(), b"{}", "cut")
+    assert ex.error is None, ex.error_detail
+    assert (ex.served_by, ex.fallbacks, ex.retries) == ("http://backup.local:8000/v1", 2, 0)
+    assert ex.served_model == "fallback"
+    bare = send(http, _options(), b"{}", "cut")  # a server that says nothing of the kind
+    assert (bare.served_by, bare.fallbacks, bare.retries, bare.served_model) == (None,) * 4

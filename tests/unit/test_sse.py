@@ -88,9 +88,11 @@ def test_non_streaming_bodies() -> None:
     usage = {"prompt_tokens": 3, "completion_tokens": 1}
     body = {"choices": [{"message": {"content": "hi"}}], "usage": usage}
     assert parse_completion_text(json.dumps(body).encode())[:2] == (3, 1)
-    assert parse_completion_text(b'{"choices":[{"text":"x"}]}') == (None, None, "x", "")
+    assert parse_completion_text(b'{"choices":[{"text":"x"}]}') == (None, None, "x", "", None)
     assert parse_completion_text(b"oops")[2] is None
     assert parse_completion_text(b'{"choices":[]}')[3] == "no choices in body"
+    named = parse_completion_text(b'{"model":"fallback","choices":[{"text":"x"}]}')
+    assert named.model == "fallback"
 
 
 # --- The fast path: lines of a shape already parsed once skip json.loads --------------
