@@ -12,6 +12,7 @@ import sys
 import tempfile
 import traceback
 from pathlib import Path
+from typing import Any
 
 import click
 from rich.console import Console
@@ -120,21 +121,30 @@ def run_command(
 
 @cli.command("gate")
 @click.argument("scenario", type=click.Path(path_type=Path, dir_okay=False))
-@click.option("--isvc", required=True, help="the InferenceService to walk")
-@click.option("--namespace", required=True, help="its namespace")
-@click.option("--storage-uri", help="start the rollout: the new model's storageUri")
-@click.option("--previous-storage-uri", help="what a rollback reverts to (default: annotation)")
-@click.option("--steps", default="10,50,100", show_default=True, help="traffic steps, in %")
-@click.option("--apply", is_flag=True, help="change the cluster (default: print the patches)")
-@click.option("--canary-url", help="the canary's OpenAI base URL (default: its latest- tag URL)")
-@click.option("--baseline-url", help="the baseline's OpenAI base URL (default: its prev- tag URL)")
+@click.option("--namespace", required=True, help="where the InferenceService or gateway runs")
+@click.option("--isvc", help="KServe: the InferenceService to walk")
+@click.option("--storage-uri", help="KServe: start the rollout with this new storageUri")
+@click.option("--previous-storage-uri", help="KServe: what a rollback reverts to")
+@click.option("--steps", default="10,50,100", show_default=True,
+              help="KServe: traffic steps, in %")  # fmt: skip
+@click.option("--canary-url", help="KServe: the canary's OpenAI base URL (default: latest- tag)")
+@click.option("--baseline-url", help="KServe: the baseline's OpenAI base URL (default: prev- tag)")
 @click.option("--openai-path", default="/openai/v1", show_default=True,
-              help="appended to a tag URL to reach the OpenAI routes")  # fmt: skip
+              help="KServe: appended to a tag URL to reach the OpenAI routes")  # fmt: skip
+@click.option("--litellm-configmap", help="LiteLLM: the ConfigMap holding the gateway's config")
+@click.option("--litellm-model", help="LiteLLM: the model_name whose api_base is switched")
+@click.option("--new-api-base", help="LiteLLM: the new backend's OpenAI base URL")
+@click.option("--litellm-deployment", default="litellm", show_default=True,
+              help="LiteLLM: the gateway's Deployment, restarted after the switch")  # fmt: skip
+@click.option("--litellm-config-key", default="config.yaml", show_default=True,
+              help="LiteLLM: the ConfigMap key of the config")  # fmt: skip
+@click.option("--gateway-url", help="LiteLLM: the gateway's OpenAI base URL (default: target.url)")
+@click.option("--apply", is_flag=True, help="change the cluster (default: print the patches)")
 @click.option(
     "--kubeconfig", type=click.Path(dir_okay=False), help="default: in-cluster, then ~/.kube/config"
 )
 @click.option("--ready-timeout", type=click.FloatRange(min=1), default=600.0, show_default=True,
-              help="seconds a step may take to be in effect")  # fmt: skip
+              help="seconds a step or a restart may take to be in effect")  # fmt: skip
 @click.option("--poll", type=click.FloatRange(min=0.01), default=5.0, show_default=True,
               help="seconds between status reads while waiting")  # fmt: skip
 @click.option("--policy", "policy_file", type=click.Path(path_type=Path, dir_okay=False))
@@ -142,37 +152,36 @@ def run_command(
               show_default=True)  # fmt: skip
 @click.option("--set", "overrides", multiple=True, metavar="KEY=VALUE")
 @click.option("--no-rollback-on-interrupt", is_flag=True,
-              help="on Ctrl-C or SIGTERM, leave the canary at its weight")  # fmt: skip
-def gate_command(
-    scenario: Path,
-    isvc: str,
-    namespace: str,
-    storage_uri: str | None,
-    previous_storage_uri: str | None,
-    steps: str,
-    apply: bool,
-    canary_url: str | None,
-    baseline_url: str | None,
-    openai_path: str,
-    kubeconfig: str | None,
-    ready_timeout: float,
-    poll: float,
-    policy_file: Path | None,
-    out: Path,
-    overrides: tuple[str, ...],
-    no_rollback_on_interrupt: bool,
-) -> None:
-    """Walk a KServe canary through traffic steps, judging each against the policy and the
-    baseline: promote, hold (exit 3) or roll back (exit 1)."""
+              help="on Ctrl-C or SIGTERM, leave the canary where it is")  # fmt: skip
+def gate_command(scenario: Path, **opt: Any) -> None:
+    """Gate a new model version: walk a KServe canary through traffic steps (--isvc), or switch
+    a LiteLLM gateway's backend blue-green (--litellm-configmap), judging against the policy and
+    the baseline: promote (exit 0), hold (3), roll back or switch back (1)."""
+    common: dict[str, Any] = {
+        "scenario_file": scenario, "namespace": opt["namespace"], "apply": opt["apply"],
+        "kubeconfig": opt["kubeconfig"], "ready_timeout_s": opt["ready_timeout"],
+        "poll_s": opt["poll"], "policy_file": opt["policy_file"], "out": opt["out"],
+        "overrides": opt["overrides"], "rollback_on_interrupt": not opt["no_rollback_on_interrupt"],
+    }  # fmt: skip
+    if (opt["isvc"] is None) == (opt["litellm_configmap"] is None):
+        raise click.UsageError("give --isvc (KServe) or --litellm-configmap (LiteLLM), not both")
+    if opt["litellm_configmap"] is not None:
+        from harness.flows import bluegreen
+
+        if opt["litellm_model"] is None or opt["new_api_base"] is None:
+            raise click.UsageError("--litellm-configmap needs --litellm-model and --new-api-base")
+        switch = bluegreen.BlueGreenRequest(
+            configmap=opt["litellm_configmap"], model=opt["litellm_model"],
+            new_api_base=opt["new_api_base"], deployment=opt["litellm_deployment"],
+            config_key=opt["litellm_config_key"], gateway_url=opt["gateway_url"], **common,
+        )  # fmt: skip
+        sys.exit(int(bluegreen.switch_and_report(switch, _out(), _announce)))
     from harness.flows import gate as flow
 
     req = flow.GateRequest(
-        scenario_file=scenario, isvc=isvc, namespace=namespace, steps=flow.parse_steps(steps),
-        storage_uri=storage_uri, previous_storage_uri=previous_storage_uri, apply=apply,
-        canary_url=canary_url, baseline_url=baseline_url, openai_path=openai_path,
-        kubeconfig=kubeconfig, ready_timeout_s=ready_timeout, poll_s=poll,
-        policy_file=policy_file, out=out, overrides=overrides,
-        rollback_on_interrupt=not no_rollback_on_interrupt,
+        isvc=opt["isvc"], steps=flow.parse_steps(opt["steps"]), storage_uri=opt["storage_uri"],
+        previous_storage_uri=opt["previous_storage_uri"], canary_url=opt["canary_url"],
+        baseline_url=opt["baseline_url"], openai_path=opt["openai_path"], **common,
     )  # fmt: skip
     sys.exit(int(flow.gate_and_report(req, _out(), _announce)))
 
@@ -240,6 +249,51 @@ def worker_command(master: str) -> None:
     flow.join_master(master)
 
 
+@cli.command("webhook")
+@click.argument("scenario", type=click.Path(path_type=Path, dir_okay=False))
+@click.option("--host", default="0.0.0.0", show_default=True, help="address to listen on")
+@click.option("--port", type=click.IntRange(0, 65535), default=8080, show_default=True,
+              help="port to listen on (0: a free one, logged)")  # fmt: skip
+@click.option("--policy", "policy_file", type=click.Path(path_type=Path, dir_okay=False),
+              help="SLO policy file (default: the one each scenario names)")  # fmt: skip
+@click.option("--out", type=click.Path(path_type=Path, file_okay=False), default=Path("results"),
+              show_default=True, help="folder that receives a folder per call")  # fmt: skip
+@click.option("--set", "overrides", multiple=True, metavar="KEY=VALUE",
+              help="override a scenario key for every run")  # fmt: skip
+@click.option("--max-duration", type=click.FloatRange(min=1), metavar="S",
+              help="cap each run's load.duration_s at S seconds")  # fmt: skip
+@click.option("--timeout", type=click.FloatRange(min=15), default=60.0, show_default=True,
+              metavar="S", help="answer every call within S seconds; set the Canary "
+              "webhook's timeout above it")  # fmt: skip
+@click.option("--scenarios", "scenarios_dir", type=click.Path(path_type=Path, file_okay=False),
+              help="folder of scenario files a call may pick by name")  # fmt: skip
+@click.option("--allow-host", "allow_hosts", multiple=True, metavar="PATTERN",
+              help="hosts a call may target, e.g. '*.serving.svc.cluster.local' (required "
+              "when the API key is set: the run sends it there)")  # fmt: skip
+def webhook_command(
+    scenario: Path,
+    host: str,
+    port: int,
+    policy_file: Path | None,
+    out: Path,
+    overrides: tuple[str, ...],
+    max_duration: float | None,
+    timeout: float,
+    scenarios_dir: Path | None,
+    allow_hosts: tuple[str, ...],
+) -> None:
+    """Serve the scenario as a Flagger pre-rollout or rollout webhook: each POST runs it
+    against metadata.url and answers 200 on PASS or WARN, 4xx with the reason otherwise."""
+    from harness.flows import webhook as flow
+
+    req = flow.WebhookRequest(
+        scenario_file=scenario, host=host, port=port, policy_file=policy_file, out=out,
+        overrides=overrides, max_duration_s=max_duration, timeout_s=timeout,
+        scenarios_dir=scenarios_dir, allow_hosts=allow_hosts,
+    )  # fmt: skip
+    sys.exit(int(flow.serve_webhook(req, _announce)))
+
+
 @cli.group("slo")
 def slo_group() -> None:
     """SLO policy tools."""
@@ -260,6 +314,102 @@ def slo_rules_command(
     from harness.flows import rules as flow
 
     text = flow.rules_text(policy_file, selectors, window, for_)
+    if out is None:
+        click.echo(text, nl=False)
+    else:
+        flow.write_rules(out, text)
+
+
+_FAIL_AT = click.Choice(["alert", "target"])
+_CANARY_SELECTOR = "label matcher beside the canary's namespace and pod; KEY=~REGEX for a regex"
+
+
+@slo_group.command("argo")
+@click.argument("policy_file", metavar="POLICY", type=click.Path(path_type=Path, dir_okay=False))
+@click.option("--out", type=click.Path(path_type=Path, dir_okay=False),
+              help="write the YAML here (default: stdout)")  # fmt: skip
+@click.option("--selector", "selectors", multiple=True, metavar="KEY=VALUE",
+              help=_CANARY_SELECTOR)  # fmt: skip
+@click.option("--window", default="5m", show_default=True,
+              help="range of rates and stats, and the interval between measurements")  # fmt: skip
+@click.option("--count", type=click.IntRange(min=1), default=3, show_default=True,
+              help="measurements per objective")  # fmt: skip
+@click.option("--prometheus-url", help="the Prometheus Argo queries (default: "
+              "http://prometheus.monitoring.svc.cluster.local:9090)")  # fmt: skip
+@click.option("--job-image", help="the harness image (deploy/Dockerfile) the Job check runs "
+              "(default: deploy/k8s's REGISTRY/llm-slo-harness:0.1.0)")  # fmt: skip
+@click.option("--scenario", help="the scenario file the Job runs, a path inside the image "
+              "(default: the image's scenarios/canary-gate.yaml)")  # fmt: skip
+@click.option("--fail-at", type=_FAIL_AT, default="alert", show_default=True,
+              help="fail a check past the alert tier (as the gate) or past the target")  # fmt: skip
+def slo_argo_command(
+    policy_file: Path,
+    out: Path | None,
+    selectors: tuple[str, ...],
+    window: str,
+    count: int,
+    prometheus_url: str | None,
+    job_image: str | None,
+    scenario: str | None,
+    fail_at: str,
+) -> None:
+    """Argo Rollouts AnalysisTemplates from the policy: a Job running `harness run` against
+    the canary, and Prometheus checks of its objectives."""
+    from harness.flows import argo as flow
+
+    text = flow.argo_text(
+        policy_file, selectors, window=window, count=count, prometheus=prometheus_url,
+        image=job_image, scenario=scenario, fail_at="target" if fail_at == "target" else "alert",
+    )  # fmt: skip
+    if out is None:
+        click.echo(text, nl=False)
+    else:
+        flow.write_rules(out, text)
+
+
+@slo_group.command("flagger")
+@click.argument("policy_file", metavar="POLICY", type=click.Path(path_type=Path, dir_okay=False))
+@click.option("--target", "target_name", required=True,
+              help="the Deployment the Canary rolls out (its name is the Canary's)")  # fmt: skip
+@click.option("--namespace", required=True, help="the Canary's and the templates' namespace")
+@click.option("--out", type=click.Path(path_type=Path, dir_okay=False),
+              help="write the YAML here (default: stdout)")  # fmt: skip
+@click.option("--selector", "selectors", multiple=True, metavar="KEY=VALUE",
+              help=_CANARY_SELECTOR)  # fmt: skip
+@click.option("--window", default="5m", show_default=True,
+              help="each metric's interval: the range of its rates and stats")  # fmt: skip
+@click.option("--prometheus-url", help="the Prometheus Flagger queries (default: "
+              "http://prometheus.monitoring.svc.cluster.local:9090)")  # fmt: skip
+@click.option("--port", type=int, default=8000, show_default=True,
+              help="the Service port of the target (vLLM's 8000)")  # fmt: skip
+@click.option("--scenario", help="the scenario `harness webhook` runs: a name among its "
+              "--scenarios, without .yaml (default: its own)")  # fmt: skip
+@click.option("--webhook-timeout", default="70s", show_default=True,
+              help="how long Flagger waits for the webhook: above its --timeout")  # fmt: skip
+@click.option("--fail-at", type=_FAIL_AT, default="alert", show_default=True,
+              help="fail a check past the alert tier (as the gate) or past the target")  # fmt: skip
+def slo_flagger_command(
+    policy_file: Path,
+    target_name: str,
+    namespace: str,
+    out: Path | None,
+    selectors: tuple[str, ...],
+    window: str,
+    prometheus_url: str | None,
+    port: int,
+    scenario: str | None,
+    webhook_timeout: str,
+    fail_at: str,
+) -> None:
+    """Flagger MetricTemplates and a Canary analysis from the policy, with a pre-rollout
+    webhook to `harness webhook`."""
+    from harness.flows import flagger as flow
+
+    text = flow.flagger_text(
+        policy_file, selectors, target=target_name, namespace=namespace, window=window,
+        prometheus=prometheus_url, port=port, scenario=scenario, webhook_timeout=webhook_timeout,
+        fail_at="target" if fail_at == "target" else "alert",
+    )  # fmt: skip
     if out is None:
         click.echo(text, nl=False)
     else:

@@ -14,16 +14,21 @@ from __future__ import annotations
 import contextlib
 import itertools
 import json
-import signal
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from rich.console import Console
 
-from harness.errors import ExitCode, RunInterrupted, UsageError
-from harness.flows.step_runs import StepRunner, early_stop_overrides
+from harness.errors import ExitCode, UsageError
+from harness.flows.step_runs import (
+    GateOptions,
+    StepRunner,
+    drive,
+    early_stop_overrides,
+    undo_on_interrupt,
+)
 from harness.gate.cluster import Cluster, ClusterError
 from harness.gate.kserve import (
     ServiceState,
@@ -32,34 +37,22 @@ from harness.gate.kserve import (
     start_patch,
     step_patch,
 )
-from harness.gate.steps import STEP_EXIT, Journal, StepDecision, StepOutcome
+from harness.gate.steps import GATE_SCHEMA, STEP_EXIT, Journal, StepDecision, StepOutcome
 from harness.records.run_dir import new_run_dir
 from harness.report.files import write_atomic
 from harness.spec.policy import load_policy
 from harness.spec.scenario import load_scenario, policy_path
 
-GATE_SCHEMA = 1
 
-
-@dataclass(frozen=True, slots=True)
-class GateRequest:
-    scenario_file: Path
+@dataclass(frozen=True, slots=True, kw_only=True)
+class GateRequest(GateOptions):
     isvc: str
-    namespace: str
     steps: tuple[int, ...] = (10, 50, 100)
     storage_uri: str | None = None
     previous_storage_uri: str | None = None
-    apply: bool = False
     canary_url: str | None = None
     baseline_url: str | None = None
     openai_path: str = "/openai/v1"
-    kubeconfig: str | None = None
-    ready_timeout_s: float = 600.0
-    poll_s: float = 5.0
-    policy_file: Path | None = None
-    out: Path = Path("results")
-    overrides: tuple[str, ...] = ()
-    rollback_on_interrupt: bool = True
 
 
 def parse_steps(text: str) -> tuple[int, ...]:
@@ -93,20 +86,7 @@ def gate_and_report(
     overrides = [*early_stop_overrides(scenario), *req.overrides]  # the user's word wins
     runner = StepRunner(req.scenario_file, policy_file, overrides)
     walk = _Walk(req, cluster, journal, gate_dir, runner, announce)
-    try:
-        with _sigterm_as_interrupt():
-            code = walk.run()
-    except ClusterError as exc:
-        journal.write("error", message=str(exc))
-        walk.finish("ERROR", str(exc))
-        raise
-    except KeyboardInterrupt:
-        raise RunInterrupted(walk.interrupted()) from None
-    finally:
-        journal.close()
-    console.print(f"gate: {walk.decision}: {walk.reason}", soft_wrap=True)
-    console.print(f"results: {gate_dir}", soft_wrap=True)
-    return code
+    return drive(walk, journal, gate_dir, console)
 
 
 class _Walk:
@@ -192,10 +172,8 @@ class _Walk:
             )
         self.journal.write("runs", percent=percent, canary_url=canary_url,
                            baseline_url=baseline_url)  # fmt: skip
-        judged = self.runner.judge(
-            percent, {"canary": canary_url, "baseline": baseline_url},
-            self.gate_dir / f"step-{percent}",
-        )  # fmt: skip
+        urls = {"canary": canary_url, "baseline": baseline_url}
+        judged = self.runner.judge(percent, urls, self.gate_dir / f"step-{percent}")
         self.hint = judged.hint
         return judged.outcome
 
@@ -226,20 +204,10 @@ class _Walk:
         self.journal.write("interrupted", moved=self.moved, promoting=self.promoting)
         if self.promoting:
             said = "interrupted while the promotion took effect: it was decided, and stays"
-        elif self.moved and self.req.rollback_on_interrupt:
-            try:
-                self._rollback()
-            except ClusterError as exc:
-                said = f"interrupted, and the rollback failed: {exc}"
-                self.finish("INTERRUPTED", said)
-                return said
-            said = "interrupted: the canary was rolled back"
-        elif self.moved:
-            said = "interrupted: the service was left as it was (--no-rollback-on-interrupt)"
-        else:
-            said = "interrupted before any traffic moved: nothing to roll back"
-        self.finish("INTERRUPTED", said)
-        return f"{said}; results in {self.gate_dir}"
+            self.finish("INTERRUPTED", said)
+            return said
+        return undo_on_interrupt(self, self._rollback, self.moved, self.req.rollback_on_interrupt,
+                                 "the canary was rolled back", str(self.gate_dir))  # fmt: skip
 
     def finish(self, decision: str, reason: str, code: ExitCode = ExitCode.INVALID) -> ExitCode:
         self.decision, self.reason = decision, reason
@@ -269,14 +237,3 @@ class _Walk:
 def _tag_url(state: ServiceState, tag: str, openai_path: str) -> str | None:
     url = state.tagged_url(tag)
     return url.rstrip("/") + openai_path if url else None
-
-
-@contextlib.contextmanager
-def _sigterm_as_interrupt() -> Iterator[None]:
-    """A cancelled CI job or a deleted Job pod sends SIGTERM: treat it as Ctrl-C, so the
-    canary is rolled back rather than left at its weight."""
-    previous = signal.signal(signal.SIGTERM, signal.default_int_handler)
-    try:
-        yield
-    finally:
-        signal.signal(signal.SIGTERM, previous)

@@ -9,29 +9,51 @@ the gate decides what to do with the cluster.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import math
 import re
 import signal
 import subprocess
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
+
+from rich.console import Console
 
 from harness.canary.compare import CanaryDecision, Comparison
-from harness.errors import ExitCode, UsageError
+from harness.errors import ExitCode, RunInterrupted, UsageError
 from harness.flows.evaluate import compare_runs
-from harness.gate.steps import StepOutcome, decide_step
+from harness.gate.cluster import ClusterError
+from harness.gate.steps import Journal, StepOutcome, decide_step
 from harness.judge.verdict import Decision
 from harness.spec.policy import load_policy
 from harness.spec.scenario import Scenario
 
 #: How long a run may take to stop after SIGINT before it is killed.
 STOP_GRACE_S = 30.0
+#: Steps measuring less than this get no default early stop.
+EARLY_STOP_FROM_S = 60.0
 _MORE_REQUESTS = re.compile(r"about ([\d,]+) requests would decide")
 _MORE_SECONDS = re.compile(r"about ([\d,]+) s of measurement would decide")
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class GateOptions:
+    """What both gates (KServe steps, LiteLLM switch) are given."""
+
+    scenario_file: Path
+    namespace: str
+    apply: bool = False
+    kubeconfig: str | None = None
+    ready_timeout_s: float = 600.0
+    poll_s: float = 5.0
+    policy_file: Path | None = None
+    out: Path = Path("results")
+    overrides: tuple[str, ...] = ()
+    rollback_on_interrupt: bool = True
 
 
 @dataclass(frozen=True, slots=True)
@@ -53,27 +75,46 @@ class StepRunner:
         self.overrides = tuple(overrides)
         self.running: list[subprocess.Popen[bytes]] = []
 
-    def judge(self, percent: int, urls: dict[str, str | None], step_dir: Path) -> StepJudged:
+    def judge(self, percent: int, urls: dict[str, str], step_dir: Path) -> StepJudged:
         """Run the scenario against each role's URL at once; judge the canary and compare it
         with the baseline (when there is one)."""
-        folders = {role: step_dir / role for role, url in urls.items() if url is not None}
-        procs = {role: self._start(urls[role] or "", folder) for role, folder in folders.items()}
-        codes = {role: proc.wait() for role, proc in procs.items()}
+        return self.assess(percent, self.run(urls, step_dir))
+
+    def run(self, urls: dict[str, str], step_dir: Path) -> dict[str, Path]:
+        """One run per role ("canary", "baseline"), all at once; their run folders. When the
+        canary stops early (decided), the baseline is stopped too (as Ctrl-C would: it is
+        judged on what it measured), so both cover the same span and the step ends then."""
+        folders = {role: step_dir / role for role in urls}
+        procs = {role: self._start(urls[role], folder) for role, folder in folders.items()}
+        codes: dict[str, int] = {}
+        if "canary" in procs:
+            codes["canary"] = procs["canary"].wait()
+            baseline = procs.get("baseline")
+            if (
+                baseline is not None
+                and baseline.poll() is None
+                and _stopped_early(folders["canary"])
+            ):
+                baseline.send_signal(signal.SIGINT)
+        codes |= {role: proc.wait() for role, proc in procs.items() if role not in codes}
         self.running.clear()
         if ExitCode.USAGE in codes.values():
             raise UsageError(f"the step's runs stopped on bad input: see {step_dir}")
-        dirs = {role: _only_run(folder) for role, folder in folders.items()}
+        return {role: _only_run(folder) for role, folder in folders.items()}
+
+    def assess(self, percent: int, dirs: dict[str, Path]) -> StepJudged:
+        """The step's decision from the canary's verdict, the baseline's, and their
+        comparison (no baseline: the policy alone decides)."""
         verdicts = {role: _verdict(folder) for role, folder in dirs.items()}
         decisions = {role: _decision(doc) for role, doc in verdicts.items()}
         comparison: Comparison | None = None
         if "baseline" in dirs and Decision.INVALID not in decisions.values():
             policy = load_policy(self.policy_file)
             comparison = compare_runs(dirs["canary"], dirs["baseline"], policy)
-        baseline = decisions.get("baseline", Decision.PASS)
         outcome = decide_step(
             percent,
             decisions["canary"],
-            baseline,
+            decisions.get("baseline", Decision.PASS),
             comparison.decision if comparison is not None else None,
             comparison.reason if comparison is not None else "",
         )
@@ -105,12 +146,82 @@ class StepRunner:
         self.running.clear()
 
 
+class GateWalk(Protocol):
+    """A gate's walk (KServe steps, or the LiteLLM switch), as the driver runs it."""
+
+    decision: str
+    reason: str
+
+    def run(self) -> ExitCode: ...
+
+    def finish(self, decision: str, reason: str, code: ExitCode = ...) -> ExitCode: ...
+
+    def interrupted(self) -> str: ...
+
+
+def drive(walk: GateWalk, journal: Journal, gate_dir: Path, console: Console) -> ExitCode:
+    """Run a walk to its decision: a cluster failure is journalled and written to gate.json
+    before it ends the command (exit 4); Ctrl-C or SIGTERM (a cancelled CI job, a deleted
+    Job pod) lets the walk roll back, then ends it with exit 130."""
+    try:
+        with _sigterm_as_interrupt():
+            code = walk.run()
+    except ClusterError as exc:
+        journal.write("error", message=str(exc))
+        walk.finish("ERROR", str(exc))
+        raise
+    except KeyboardInterrupt:
+        raise RunInterrupted(walk.interrupted()) from None
+    finally:
+        journal.close()
+    console.print(f"gate: {walk.decision}: {walk.reason}", soft_wrap=True)
+    console.print(f"results: {gate_dir}", soft_wrap=True)
+    return code
+
+
+def undo_on_interrupt(
+    walk: GateWalk,
+    undo: Callable[[], None],
+    moved: bool,
+    allowed: bool,
+    undone: str,
+    where: str,
+) -> str:
+    """What an interrupted walk says, after undoing what moved (unless not ``allowed``);
+    ``undone`` names what was undone, ``where`` the folder of the results."""
+    if moved and allowed:
+        try:
+            undo()
+        except ClusterError as exc:
+            said = f"interrupted, and undoing the change failed: {exc}"
+            walk.finish("INTERRUPTED", said)
+            return said
+        said = f"interrupted: {undone}"
+    elif moved:
+        said = "interrupted: the change was left as it was (--no-rollback-on-interrupt)"
+    else:
+        said = "interrupted before anything changed on the cluster: nothing to undo"
+    walk.finish("INTERRUPTED", said)
+    return f"{said}; results in {where}"
+
+
+@contextlib.contextmanager
+def _sigterm_as_interrupt() -> Iterator[None]:
+    previous = signal.signal(signal.SIGTERM, signal.default_int_handler)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
 def early_stop_overrides(scenario: Scenario) -> list[str]:
-    """A step ends once decided: when the scenario sets no ``load.early_stop``, looks from a
-    third of the measured window, at most five of them (each look spends a share of the
-    policy's error rate, so fewer looks keep the bounds tight)."""
+    """A step ends once decided: when the scenario sets no ``load.early_stop`` and measures a
+    minute or more, looks from a third of the measured window (at most 30 s in), at most five
+    of them (each look spends a share of the policy's error rate, so fewer looks keep the
+    bounds tight). Shorter steps get none: a look a few seconds in would stop the canary
+    before the comparison with the baseline has its minimum of samples."""
     load = scenario.load
-    if load.early_stop is not None:
+    if load.early_stop is not None or load.measured_s < EARLY_STOP_FROM_S:
         return []
     measured = load.measured_s
     min_s = round(min(30.0, measured / 3), 3)
@@ -156,6 +267,14 @@ def _only_run(folder: Path) -> Path:
     if len(runs) != 1:
         raise UsageError(f"{folder}: expected one run folder, found {len(runs)}")
     return runs[0]
+
+
+def _stopped_early(folder: Path) -> bool:
+    """Whether the run in ``folder`` ended on an early-stop decision (its manifest says)."""
+    with contextlib.suppress(OSError, ValueError, UsageError, KeyError, TypeError):
+        manifest = json.loads((_only_run(folder) / "manifest.json").read_text(encoding="utf-8"))
+        return bool((manifest["load"].get("early_stop") or {}).get("stopped"))
+    return False
 
 
 def _verdict(run_dir: Path) -> dict[str, Any]:

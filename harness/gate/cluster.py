@@ -10,6 +10,7 @@ conflict means another writer raced; the next attempt applies the same intent).
 
 from __future__ import annotations
 
+import json
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -48,20 +49,7 @@ class Cluster:
         cls, namespace: str, name: str, apply: bool, kubeconfig: str | None = None
     ) -> Cluster:
         """The in-cluster service account when running in a pod, else the kubeconfig."""
-        configuration = client.Configuration()
-        in_cluster: Any = config.load_incluster_config  # the client's loaders are untyped
-        from_file: Any = config.load_kube_config
-        try:
-            if kubeconfig is None:
-                try:
-                    in_cluster(client_configuration=configuration)
-                except ConfigException:
-                    from_file(client_configuration=configuration)
-            else:
-                from_file(config_file=kubeconfig, client_configuration=configuration)
-        except (ConfigException, OSError) as exc:
-            raise ClusterError(f"no cluster credentials: {exc}") from None
-        return cls(client.ApiClient(configuration), namespace, name, apply)
+        return cls(api_client(kubeconfig), namespace, name, apply)
 
     @property
     def where(self) -> str:
@@ -72,19 +60,13 @@ class Cluster:
 
     def read_object(self) -> dict[str, Any]:
         api = client.CustomObjectsApi(self.api)
-        try:
-            obj = api.get_namespaced_custom_object(
+        refusal = Refusal(self.where, "inferenceservices", self.namespace)
+        return fetch(
+            lambda: api.get_namespaced_custom_object(
                 GROUP, VERSION, self.namespace, PLURAL, self.name
-            )
-        except ApiException as exc:
-            raise self._refused("read", exc) from None
-        except OSError as exc:
-            raise ClusterError(
-                f"the cluster did not answer a read of {self.where}: {exc}"
-            ) from None
-        if not isinstance(obj, dict):
-            raise ClusterError(f"the cluster answered a read of {self.where} without an object")
-        return obj
+            ),
+            refusal,
+        )
 
     def patch(self, body: dict[str, Any]) -> None:
         """A JSON merge patch; without ``apply`` only recorded."""
@@ -93,21 +75,13 @@ class Cluster:
         if not self.apply:
             return
         api = client.CustomObjectsApi(self.api)
-        for attempt in range(CONFLICT_RETRIES + 1):
-            try:
-                api.patch_namespaced_custom_object(
-                    GROUP, VERSION, self.namespace, PLURAL, self.name, body
-                )
-                return
-            except ApiException as exc:
-                if exc.status == 409 and attempt < CONFLICT_RETRIES:
-                    self.read_object()  # a fresh read, then the same intent again
-                    continue
-                raise self._refused("patch", exc) from None
-            except OSError as exc:
-                raise ClusterError(
-                    f"the cluster did not answer a patch of {self.where}: {exc}"
-                ) from None
+        send_patch(
+            lambda: api.patch_namespaced_custom_object(
+                GROUP, VERSION, self.namespace, PLURAL, self.name, body
+            ),
+            self.read_object,
+            Refusal(self.where, "inferenceservices", self.namespace),
+        )
 
     def wait_in_effect(self, percent: int, timeout_s: float, poll_s: float = 2.0) -> ServiceState:
         """Poll until KServe reports ``percent`` % in effect; ClusterError on a failed
@@ -127,14 +101,42 @@ class Cluster:
                 )
             time.sleep(min(poll_s, max(0.0, deadline - time.monotonic())))
 
-    def _refused(self, what: str, exc: ApiException) -> ClusterError:
+
+def api_client(kubeconfig: str | None = None) -> client.ApiClient:
+    """Credentials from the in-cluster service account (in a pod), else the kubeconfig:
+    nothing else."""
+    configuration = client.Configuration()
+    in_cluster: Any = config.load_incluster_config  # the client's loaders are untyped
+    from_file: Any = config.load_kube_config
+    try:
+        if kubeconfig is None:
+            try:
+                in_cluster(client_configuration=configuration)
+            except ConfigException:
+                from_file(client_configuration=configuration)
+        else:
+            from_file(config_file=kubeconfig, client_configuration=configuration)
+    except (ConfigException, OSError) as exc:
+        raise ClusterError(f"no cluster credentials: {exc}") from None
+    return client.ApiClient(configuration)
+
+
+@dataclass(frozen=True, slots=True)
+class Refusal:
+    """Turns the API's refusals of one object into the one line a person can act on."""
+
+    where: str  # e.g. "InferenceService models/llm"
+    plural: str  # what the Role must allow, e.g. "inferenceservices"
+    namespace: str
+
+    def error(self, what: str, exc: ApiException) -> ClusterError:
         status = exc.status
         if status == 401:
             said = "the cluster did not accept the credentials (401): check the kubeconfig"
         elif status == 403:
             verb = "patch" if what == "patch" else "get"
             said = (
-                f"forbidden (403): the gate's account may not {verb} inferenceservices in "
+                f"forbidden (403): the gate's account may not {verb} {self.plural} in "
                 f"{self.namespace} (deploy/gate/ has the Role it needs)"
             )
         elif status == 404:
@@ -144,3 +146,36 @@ class Cluster:
         else:
             said = f"HTTP {status} {exc.reason}"
         return ClusterError(f"{what} {self.where}: {said}")
+
+
+def fetch(read: Callable[[], Any], refusal: Refusal) -> dict[str, Any]:
+    """Read one object as a plain dict, refusals as one line."""
+    try:
+        obj = read()
+    except ApiException as exc:
+        raise refusal.error("read", exc) from None
+    except OSError as exc:
+        raise ClusterError(f"the cluster did not answer a read of {refusal.where}: {exc}") from None
+    if isinstance(getattr(obj, "data", None), bytes):  # read with _preload_content=False:
+        obj = json.loads(obj.data)  # the object as the API wrote it (camelCase keys)
+    if not isinstance(obj, dict):
+        raise ClusterError(f"the cluster answered a read of {refusal.where} without an object")
+    return obj
+
+
+def send_patch(send: Callable[[], Any], reread: Callable[[], Any], refusal: Refusal) -> None:
+    """Send a merge patch; a 409 is retried after a fresh read (a merge patch carries no
+    resourceVersion, so a conflict means another writer raced: the same intent again)."""
+    for attempt in range(CONFLICT_RETRIES + 1):
+        try:
+            send()
+            return
+        except ApiException as exc:
+            if exc.status == 409 and attempt < CONFLICT_RETRIES:
+                reread()
+                continue
+            raise refusal.error("patch", exc) from None
+        except OSError as exc:
+            raise ClusterError(
+                f"the cluster did not answer a patch of {refusal.where}: {exc}"
+            ) from None

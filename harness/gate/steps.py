@@ -23,6 +23,9 @@ from harness.canary.compare import CanaryDecision
 from harness.errors import ExitCode
 from harness.judge.verdict import Decision
 
+#: The version of gate.json's layout (both paths, KServe and LiteLLM).
+GATE_SCHEMA = 1
+
 
 class StepDecision(enum.StrEnum):
     PROMOTE = "PROMOTE"

@@ -6,6 +6,8 @@ histograms (vLLM by default) for the latency rows, its HTTP counter for the erro
 GPU rows, LiteLLM for gateway rows. The comparison's direction comes from the metric
 declaration, never from the policy, as the judge does. Everything else is listed, with why, in
 the file's header. Pure: this builds the document and its YAML text; the CLI writes it.
+``objective_expression`` is the same PromQL for the canary controllers (``report.adapters``),
+so an Argo or Flagger check measures what the page measures.
 
 Only the alert tier is translated: a band's low side (GPU utilization under 60 %) is a WARN for
 the gate and an efficiency question for capacity planning, not a page, so it gets no rule.
@@ -80,9 +82,11 @@ class Skipped(NamedTuple):
     reason: str
 
 
-class _Expr(NamedTuple):
-    promql: str  # the measured value, without the comparison
-    reads: str  # which series, for people: "vllm:e2e_request_latency_seconds over 5m"
+class Expression(NamedTuple):
+    """An objective's measured value in PromQL, without the comparison."""
+
+    promql: str
+    reads: str  # which series, for people: "vLLM vllm:e2e_request_latency_seconds over 5m"
 
 
 def rules_for(
@@ -100,10 +104,10 @@ def rules_for(
     range each rate or statistic is taken over, ``for_`` how long a breach must last.
     """
     selector = dict(selector or {})
-    _check_duration("--window", window, nonzero=True)
-    _check_duration("--for", for_, nonzero=False)
+    check_duration("--window", window, nonzero=True)
+    check_duration("--for", for_, nonzero=False)
     for label in selector:
-        _check_label(label)
+        check_label(label)
     names = _names(policy, kind, selector, window)
     rules: list[dict[str, Any]] = []
     for obj in policy.objectives:
@@ -116,7 +120,7 @@ def rules_for(
         rules.append(
             {
                 "alert": name,
-                "expr": f"{expr.promql} {op} {_num(obj.alert)}",
+                "expr": f"{expr.promql} {op} {promql_number(obj.alert)}",
                 "for": for_,
                 "labels": {"severity": "critical" if obj.critical else "warning"},
                 "annotations": _annotations(policy, obj, name, expr, for_),
@@ -143,15 +147,18 @@ def render_rules(doc: Mapping[str, Any], skipped: Sequence[Skipped] = ()) -> str
         f"# Prometheus alerting rules for SLO policy {policy!r}, made by `harness slo rules`.",
         "# The CI gate judges the same policy: change the policy and regenerate, do not edit.",
     ]
-    if skipped:
-        lines.append("# Not expressible as a server alert:")
-        lines += [f"#   {s.objective}: {s.reason}" for s in skipped]
-    else:
-        lines.append("# Not expressible as a server alert: none")
+    lines += skipped_lines("Not expressible as a server alert", skipped)
     body = yaml.safe_dump(
         dict(doc), sort_keys=False, default_flow_style=False, allow_unicode=True, width=1 << 16
     )
     return "\n".join(lines) + "\n" + body
+
+
+def skipped_lines(title: str, skipped: Sequence[Skipped]) -> list[str]:
+    """Comment lines naming the objectives left out of a generated file, and why."""
+    if not skipped:
+        return [f"# {title}: none"]
+    return [f"# {title}:", *(f"#   {s.objective}: {s.reason}" for s in skipped)]
 
 
 def parse_selector(items: Sequence[str]) -> dict[str, str]:
@@ -161,18 +168,46 @@ def parse_selector(items: Sequence[str]) -> dict[str, str]:
         key, sep, value = item.partition("=")
         if not sep:
             raise UsageError(f"--selector {item!r}: expected key=value or key=~regex")
-        _check_label(key)
+        check_label(key)
         out[key] = "=~" + value[1:] if value.startswith("~") else value
     return out
 
 
+def objective_expression(
+    obj: Objective,
+    *,
+    selector: Mapping[str, str] | None = None,
+    window: str = "5m",
+    kind: EngineKind = "vllm",
+) -> Expression | str:
+    """What the objective's number is in PromQL, or why it has no server-side form, for a
+    canary analysis: alert tier or not (it fails an objective without one at its target, as
+    the judge does), and an error share is 0, not no data, while requests flow without errors
+    (an engine has no 5xx series until its first 5xx; an alert may stay silent, a check may not).
+
+    ``window`` is put in as given (Flagger's ``{{ interval }}`` too): callers check it.
+    """
+    return _measure(obj, kind, dict(selector or {}), window, zero_errors=True)
+
+
 def _expression(
     obj: Objective, kind: EngineKind, selector: dict[str, str], window: str
-) -> _Expr | str:
-    """What the objective's number is in PromQL, or why it has no server-side form."""
-    d = obj.definition
+) -> Expression | str:
+    """What an alert compares: the objective's PromQL, for objectives with an alert tier."""
     if obj.alert is None:
         return "no alert threshold (the gate fails it at its target; a page needs an alert tier)"
+    return _measure(obj, kind, selector, window)
+
+
+def _measure(
+    obj: Objective,
+    kind: EngineKind,
+    selector: dict[str, str],
+    window: str,
+    *,
+    zero_errors: bool = False,
+) -> Expression | str:
+    d = obj.definition
     if d.dimension == "per_second":
         return "a throughput: in production it follows the offered load, not the service's health"
     if d.source == "client" and d.name not in _SERVER_EQUIVALENT:
@@ -196,8 +231,11 @@ def _expression(
         # Not 2xx is a failure, as the judge counts it (vLLM reports classes: "2xx", "5xx").
         status = fam.by[0]
         bad = ",".join(x for x in (matchers, f"{status}!~{quote('2..')}") if x)
-        promql = f"sum(rate({name}{{{bad}}}[{window}])) / sum(rate({vector}[{window}]))"
-        return _Expr(promql, f"share of {_SHOWN[table]} {name} not {status} 2xx over {window}")
+        errors = f"sum(rate({name}{{{bad}}}[{window}]))"
+        if zero_errors:
+            errors = f"({errors} or vector(0))"
+        promql = f"{errors} / sum(rate({vector}[{window}]))"
+        return Expression(promql, f"share of {_SHOWN[table]} {name} not {status} 2xx over {window}")
     if d.kind == "scalar":
         return "a total over the whole run: its size depends on the run's length, not a window's"
     q = percentile_of(obj.stat)
@@ -206,10 +244,10 @@ def _expression(
     if fam.type == "histogram":
         if q is not None:
             inner = f"sum by (le) (rate({name}_bucket{braces}[{window}]))"
-            return _Expr(f"histogram_quantile({_num(q / 100)}, {inner})", reads)
+            return Expression(f"histogram_quantile({promql_number(q / 100)}, {inner})", reads)
         if obj.stat == "mean":
             total, count = (f"sum(rate({name}_{s}{braces}[{window}]))" for s in ("sum", "count"))
-            return _Expr(f"{total} / {count}", reads)
+            return Expression(f"{total} / {count}", reads)
         return f"the engine's histogram has no {obj.stat}; use a percentile or mean"
     if fam.type != "gauge":
         return f"{table} {name} is a {fam.type}, not a sampled value"
@@ -222,15 +260,17 @@ def _expression(
     else:
         # The judge combines engines first (sum or max), then takes the stat over time.
         if q is not None:
-            promql = f"quantile_over_time({_num(q / 100)}, {fam.combine}({vector})[{window}:])"
+            promql = (
+                f"quantile_over_time({promql_number(q / 100)}, {fam.combine}({vector})[{window}:])"
+            )
         elif _OVER_TIME[obj.stat] == fam.combine:
             promql = f"{fam.combine}({fam.combine}_over_time({vector}[{window}]))"
         else:
             promql = f"{_OVER_TIME[obj.stat]}_over_time({fam.combine}({vector})[{window}:])"
-    return _Expr(promql + _scaled(fam.scale), reads)
+    return Expression(promql + _scaled(fam.scale), reads)
 
 
-def _share(obj: Objective, fam: Family, matchers: str, window: str, reads: str) -> _Expr | str:
+def _share(obj: Objective, fam: Family, matchers: str, window: str, reads: str) -> Expression | str:
     """The share of requests at or under the bound, exact when the bound is one of the
     engine's bucket bounds: rate(x_bucket{le="B"}) / rate(x_count)."""
     bounds = ENGINE_BUCKETS.get(fam.names[0])
@@ -248,7 +288,7 @@ def _share(obj: Objective, fam: Family, matchers: str, window: str, reads: str) 
     promql = (
         f"sum(rate({name}_bucket{{{under}}}[{window}])) / sum(rate({name}_count{braces}[{window}]))"
     )
-    return _Expr(promql, reads)
+    return Expression(promql, reads)
 
 
 def _family(kind: ServerKind, metric: str) -> Family | None:
@@ -295,7 +335,7 @@ def _names(
 
 
 def _annotations(
-    policy: Policy, obj: Objective, name: str, expr: _Expr, for_: str
+    policy: Policy, obj: Objective, name: str, expr: Expression, for_: str
 ) -> dict[str, str]:
     """Static text (no $value): on-call reads which policy row fired and its numbers."""
     d = obj.judged  # a share_under objective is a ratio, higher is better
@@ -327,20 +367,20 @@ def _scaled(scale: float) -> str:
     if scale == 1.0:
         return ""
     if scale < 1.0:
-        return f" / {_num(1.0 / scale)}"
-    return f" * {_num(scale)}"
+        return f" / {promql_number(1.0 / scale)}"
+    return f" * {promql_number(scale)}"
 
 
-def _num(value: float) -> str:
+def promql_number(value: float) -> str:
     """A PromQL number literal, without float noise (0.999, not 0.9990000000000001)."""
     return f"{value:.12g}"
 
 
-def _check_duration(option: str, value: str, *, nonzero: bool) -> None:
+def check_duration(option: str, value: str, *, nonzero: bool) -> None:
     if not value or not _DURATION.match(value) or (nonzero and not re.search(r"[1-9]", value)):
         raise UsageError(f"{option} {value!r}: expected a Prometheus duration such as 5m or 90s")
 
 
-def _check_label(label: str) -> None:
+def check_label(label: str) -> None:
     if not _LABEL.match(label):
         raise UsageError(f"selector label {label!r}: expected a Prometheus label name")

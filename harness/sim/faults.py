@@ -8,6 +8,8 @@ depends only on the seed and n, whichever faults are enabled.
 from __future__ import annotations
 
 import random
+import time
+from collections.abc import Callable
 from dataclasses import dataclass
 
 from harness.sim.settings import SimSettings
@@ -46,8 +48,9 @@ def fault_point(num_output_tokens: int) -> int:
 class FaultInjector:
     """Draws a FaultPlan for each request in arrival order."""
 
-    def __init__(self, settings: SimSettings) -> None:
+    def __init__(self, settings: SimSettings, clock: Callable[[], float] = time.monotonic) -> None:
         self._settings = settings
+        self._clock, self._start = clock, clock()
         self._rng = random.Random(f"faults:{settings.seed}")
         self.enabled = any(
             rate > 0
@@ -65,6 +68,16 @@ class FaultInjector:
             return NO_FAULT
         s, u = self._settings, self._rng.random
         # Draw all five, always, so enabling one fault does not shift the others.
-        rate_limited, error = u() < s.rate_limit_rate, u() < s.error_rate
+        rate_limited, error = u() < s.rate_limit_rate, u() < s.error_rate and self._in_burst()
         stall, cut, malformed = u() < s.stall_rate, u() < s.cut_rate, u() < s.malformed_rate
         return FaultPlan(rate_limited, error and not rate_limited, stall, cut, malformed)
+
+    def _in_burst(self) -> bool:
+        """Errors come in bursts when error_burst_s is set: for error_burst_s seconds out of
+        every error_burst_every_s, from the first period's end (a warm-up sees none), as an
+        incident would, so the judge sees errors clustered in time, not spread evenly."""
+        s = self._settings
+        if s.error_burst_s <= 0:
+            return True
+        since = self._clock() - self._start
+        return since >= s.error_burst_every_s and since % s.error_burst_every_s < s.error_burst_s

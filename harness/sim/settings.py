@@ -69,6 +69,12 @@ class SimSettings(BaseModel):
     seed: int = Field(0, description="Seed of the random draws (EOS, faults).")
 
     error_rate: Probability = Field(0.0, description="Share of requests answered HTTP 500.")
+    error_burst_s: Seconds = Field(
+        0.0, description="With > 0, error_rate applies only in bursts this long (an incident)."
+    )
+    error_burst_every_s: Seconds = Field(
+        20.0, description="A burst starts this often, the first this long after start-up."
+    )
     rate_limit_rate: Probability = Field(0.0, description="Share of requests answered HTTP 429.")
     retry_after_seconds: int = Field(1, ge=0, description="Retry-After header sent with a 429.")
     stall_rate: Probability = Field(0.0, description="Share of responses that pause mid-way.")

@@ -193,3 +193,32 @@ def _wait_for_event(out: Path, event: str, proc: subprocess.Popen[str], timeout_
                 return
         time.sleep(0.1)
     raise AssertionError(f"no {event} event within {timeout_s} s")
+
+
+def test_a_clearly_bad_step_ends_early_and_stops_the_baseline_with_it(
+    k8s: KubeEmulator, tmp_path: Path
+) -> None:
+    """With load.early_stop, a canary that FAILs at the first look ends its run; the gate
+    stops the baseline then (it is judged on what it measured) and rolls back."""
+    k8s.on_patch(Controller())
+    kubeconfig = k8s.write_kubeconfig(tmp_path / "kubeconfig")
+    out = tmp_path / "out"
+    # the baseline's 15 % errors sit between the policy's 10 % target and 20 % alert: a few
+    # hundred requests are needed to decide it, so it is undecided when the canary stops
+    with simulator({"extra_ttft_s": 1.5}) as canary, simulator({"error_rate": 0.15}) as baseline:
+        cmd = args(kubeconfig, out, "--storage-uri", V2, "--apply", "--set",
+                   "load.early_stop={every_s: 1, min_s: 3}", canary=canary, baseline=baseline,
+                   duration=60)  # fmt: skip
+        proc = run_cli(*cmd, timeout=120)
+    assert proc.returncode == ExitCode.FAIL, proc.stdout + proc.stderr
+    assert (predictor(k8s)["model"]["storageUri"], predictor(k8s)["canaryTrafficPercent"]) == (
+        V1, 0)  # fmt: skip
+    step = next(out.iterdir()) / "step-10"
+    manifests = {}
+    for role in ("canary", "baseline"):
+        (run_dir,) = [p for p in (step / role).iterdir() if p.is_dir()]
+        manifests[role] = read_json(run_dir / "manifest.json")
+    assert manifests["canary"]["load"]["early_stop"]["stopped"]
+    stopped = manifests["baseline"]["load"]["interrupted"]
+    assert stopped["signal"] == "SIGINT"
+    assert stopped["measured_s"] < 30 < stopped["planned_measured_s"]

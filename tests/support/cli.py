@@ -63,3 +63,14 @@ def simulator_requests(url: str) -> int:
         text = resp.read().decode()
     found = re.findall(r"^vllm:request_success_total\{[^}]*\} (\S+)$", text, re.M)
     return int(sum(float(v) for v in found))
+
+
+def parse_args(args: list[str]) -> Any:
+    """``harness ARGS`` as the real CLI parses them (a click.Context), without running it:
+    manifests and workflows that call the CLI are checked against it."""
+    from harness.cli import cli  # here: most tests that use this module never parse
+
+    group_ctx = cli.make_context("harness", list(args), resilient_parsing=False)
+    command = cli.get_command(group_ctx, args[0])
+    assert command is not None, args[0]
+    return command.make_context(args[0], list(args[1:]))

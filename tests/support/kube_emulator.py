@@ -31,6 +31,8 @@ _Selector: Any = monkey.get_original("selectors", "EpollSelector") or selectors.
 
 WRITES = frozenset({"POST", "PUT", "PATCH", "DELETE"})
 ISVC = "serving.kserve.io/v1beta1/inferenceservices"
+CONFIGMAPS = "v1/configmaps"
+DEPLOYMENTS = "apps/v1/deployments"
 
 
 class KubeEmulator:
@@ -148,9 +150,11 @@ class KubeEmulator:
         requests = self.call(lambda: list(self.emulator))
         return [(r.method.value, r.url.path) for r in requests if r.method.value in WRITES]
 
-    def on_patch(self, fn: Callable[[dict[str, Any]], dict[str, Any] | None]) -> None:
-        """After every patch of an InferenceService (not its /status), fn(object) returns a
-        merge into it (or None): a stand-in for KServe's controller."""
+    def on_patch(
+        self, fn: Callable[[dict[str, Any]], dict[str, Any] | None], resource: str = ISVC
+    ) -> None:
+        """After every patch of an InferenceService (or ``resource``; not its /status),
+        fn(object) returns a merge into it (or None): a stand-in for a controller."""
 
         def install() -> None:
             emu = self.emulator
@@ -163,7 +167,7 @@ class KubeEmulator:
                 raw: dict[str, Any] = emu.objects[_key(req)].raw
                 return raw
 
-            emu["patch", kmock.resource(ISVC), kmock.subresource(None)] << react
+            emu["patch", kmock.resource(resource), kmock.subresource(None)] << react
 
         self.call(install)
 

@@ -5,10 +5,9 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-import click
 import yaml
+from support.cli import parse_args
 
-from harness.cli import cli
 from harness.spec.config import validate
 from harness.spec.scenario import Scenario
 
@@ -25,16 +24,9 @@ def _args(kind: str, name: str) -> list[str]:
     return args
 
 
-def _parses(args: list[str]) -> click.Context:
-    group_ctx = cli.make_context("harness", list(args), resilient_parsing=False)
-    command = cli.get_command(group_ctx, args[0])
-    assert command is not None, args[0]
-    return command.make_context(args[0], list(args[1:]))
-
-
 def test_master_and_workers_agree_and_parse() -> None:
-    master = _parses(_args("Job", "harness-master"))
-    worker = _parses(_args("Job", "harness-worker"))
+    master = parse_args(_args("Job", "harness-master"))
+    worker = parse_args(_args("Job", "harness-worker"))
     assert master.params["master_bind"] == "0.0.0.0:5557"
     assert worker.params["master"] == "harness-master:5557"
     worker_job = next(d for d in _docs() if d["metadata"]["name"] == "harness-worker")
