@@ -144,7 +144,8 @@ class _Switch:
         code = STEP_EXIT[outcome.decision]
         if outcome.decision is StepDecision.PROMOTE:
             return self.finish("PROMOTED", "the new backend serves the model", code)
-        hint = f"; {self.judged.hint}" if self.judged.hint else ""
+        held = outcome.decision is StepDecision.HOLD and self.judged.hint
+        hint = f"; {self.judged.hint}" if held else ""
         self.switch_back()
         return self.finish(outcome.decision.value, f"{outcome.reason}{hint}", code)
 
@@ -215,7 +216,7 @@ class _Switch:
             "api_base_new": self.req.new_api_base,
             "api_base_after": self.req.new_api_base if self.switched else self.old_base,
             "probe": self.served,
-            "hint": self.judged.hint if self.judged is not None else None,
+            "hint": self.judged.hint if self.judged is not None and decision == "HOLD" else None,
             "patches": self.gateway.sent,
         }
         write_atomic(self.gate_dir / "gate.json", json.dumps(document, indent=2) + "\n")

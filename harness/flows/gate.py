@@ -137,7 +137,8 @@ class _Walk:
             outcome = self._judge(percent, state)
             self.outcomes.append(outcome)
             self.journal.write("step", **outcome.to_json())
-            self.announce(f"step {percent} %: {outcome.decision.value}: {outcome.reason}")
+            hint = f"; {self.hint}" if self.hint and outcome.decision is StepDecision.HOLD else ""
+            self.announce(f"step {percent} %: {outcome.decision.value}: {outcome.reason}{hint}")
             if outcome.decision is StepDecision.HOLD:
                 hint = f"; {self.hint}" if self.hint else ""
                 return self.finish("HOLD", f"{percent} % kept: {outcome.reason}{hint}",
@@ -173,6 +174,8 @@ class _Walk:
         self.journal.write("runs", percent=percent, canary_url=canary_url,
                            baseline_url=baseline_url)  # fmt: skip
         urls = {"canary": canary_url, "baseline": baseline_url}
+        self.announce(f"step {percent} %: the scenario against the canary ({canary_url}) and "
+                      f"the baseline ({baseline_url}), at once")  # fmt: skip
         judged = self.runner.judge(percent, urls, self.gate_dir / f"step-{percent}")
         self.hint = judged.hint
         return judged.outcome

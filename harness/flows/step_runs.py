@@ -117,6 +117,7 @@ class StepRunner:
             decisions.get("baseline", Decision.PASS),
             comparison.decision if comparison is not None else None,
             comparison.reason if comparison is not None else "",
+            _deciding(verdicts["canary"]),
         )
         hint = hold_hint(verdicts["canary"], comparison)
         return StepJudged(outcome, dirs, comparison, hint)
@@ -267,6 +268,19 @@ def _only_run(folder: Path) -> Path:
     if len(runs) != 1:
         raise UsageError(f"{folder}: expected one run folder, found {len(runs)}")
     return runs[0]
+
+
+def _deciding(verdict: dict[str, Any]) -> str:
+    """The critical objectives behind a FAIL (or, failing none, the undecided ones), by name
+    with the judge's reason, for the step's one line."""
+    critical = [o for o in verdict.get("objectives", []) if o.get("critical")]
+    for kind in ("FAIL", "INCONCLUSIVE"):
+        # the judge's "; about N requests would decide" is left to the step's own hint
+        named = [f"{o['name']} ({str(o['reason']).split('; about ')[0]})"
+                 for o in critical if o.get("verdict") == kind]  # fmt: skip
+        if named:
+            return "; ".join(named)
+    return ""
 
 
 def _stopped_early(folder: Path) -> bool:

@@ -68,15 +68,18 @@ def decide_step(
     baseline: Decision,
     comparison: CanaryDecision | None,
     comparison_reason: str,
+    canary_reason: str = "",
 ) -> StepOutcome:
-    """The step's decision from the canary's verdict, the baseline's, and the comparison."""
+    """The step's decision from the canary's verdict, the baseline's, and the comparison;
+    ``canary_reason`` names what decided the canary's verdict (its failing objectives)."""
+    said = f": {canary_reason}" if canary_reason else ""
     if Decision.INVALID in (canary, baseline):
         which = "canary" if canary is Decision.INVALID else "baseline"
         return StepOutcome(percent, StepDecision.INVALID,
                            f"the {which} run is INVALID: nothing it measured can be trusted",
                            canary, baseline, comparison)  # fmt: skip
     if canary is Decision.FAIL:
-        return StepOutcome(percent, StepDecision.ROLLBACK, "the canary FAILs the policy",
+        return StepOutcome(percent, StepDecision.ROLLBACK, f"the canary FAILs the policy{said}",
                            canary, baseline, comparison)  # fmt: skip
     if comparison is CanaryDecision.ROLLBACK:
         return StepOutcome(percent, StepDecision.ROLLBACK,
@@ -84,7 +87,7 @@ def decide_step(
                            canary, baseline, comparison)  # fmt: skip
     if canary is Decision.INCONCLUSIVE or comparison is CanaryDecision.HOLD:
         why = (
-            "the canary's verdict is INCONCLUSIVE"
+            f"the canary's verdict is INCONCLUSIVE{said}"
             if canary is Decision.INCONCLUSIVE
             else f"the comparison holds: {comparison_reason}"
         )

@@ -19,16 +19,16 @@ import pytest
 import yaml
 from support.cli import ROOT, read_json, run_cli
 from support.kube_emulator import CONFIGMAPS, DEPLOYMENTS, KubeEmulator
-from support.litellm_gateway import CONFIGMAP, KEY, NS, Gateway, gateway_config
+from support.litellm_gateway import CONFIGMAP, KEY, NS, Gateway, gateway_config, seed
 from support.litellm_proxy import DEFAULT_MASTER_KEY, litellm_available
 
 from harness.errors import ExitCode
 from harness.load.target import simulator
 
-pytestmark = [
-    pytest.mark.e2e,
-    pytest.mark.skipif(not litellm_available(), reason="needs .venv-litellm (scripts/test-env)"),
-]
+pytestmark = pytest.mark.e2e
+needs_litellm = pytest.mark.skipif(
+    not litellm_available(), reason="needs .venv-litellm (scripts/test-env)"
+)
 
 
 @pytest.fixture
@@ -51,12 +51,13 @@ def scenario(tmp_path: Path, gateway_url: str, policy: str) -> Path:
     return path
 
 
-def gate(kubeconfig: Path, scenario_file: Path, out: Path, new_base: str) -> Any:
+def gate(kubeconfig: Path, scenario_file: Path, out: Path, new_base: str,
+         apply: bool = True) -> Any:  # fmt: skip
     return run_cli(
         "gate", str(scenario_file), "--namespace", NS, "--litellm-configmap", CONFIGMAP,
         "--litellm-model", "llm", "--new-api-base", new_base, "--kubeconfig", str(kubeconfig),
-        "--poll", "0.2", "--ready-timeout", "60", "--out", str(out), "--apply",
-        timeout=300, env={"GATEWAY_KEY": DEFAULT_MASTER_KEY},
+        "--poll", "0.2", "--ready-timeout", "60", "--out", str(out),
+        *(["--apply"] if apply else []), timeout=300, env={"GATEWAY_KEY": DEFAULT_MASTER_KEY},
     )  # fmt: skip
 
 
@@ -66,6 +67,7 @@ def gate_json(out: Path) -> dict[str, Any]:
     return document
 
 
+@needs_litellm
 def test_a_healthy_new_backend_is_switched_to_verified_and_kept(
     k8s: KubeEmulator, tmp_path: Path
 ) -> None:
@@ -91,6 +93,7 @@ def test_a_healthy_new_backend_is_switched_to_verified_and_kept(
     assert "restartedAt" in json.dumps(k8s.object(DEPLOYMENTS, NS, "litellm")["spec"])
 
 
+@needs_litellm
 def test_a_canary_served_by_its_fallback_fails_and_is_switched_back(
     k8s: KubeEmulator, tmp_path: Path
 ) -> None:
@@ -123,3 +126,31 @@ def test_a_canary_served_by_its_fallback_fails_and_is_switched_back(
     assert verdict["decision"] == "FAIL"
     error_rate = next(o for o in verdict["objectives"] if o["metric"] == "error_rate")
     assert error_rate["verdict"] == "FAIL", error_rate
+
+
+def test_a_dry_run_writes_nothing_prints_masked_patches_and_judges_the_new_backend(
+    k8s: KubeEmulator, tmp_path: Path
+) -> None:
+    """Without --apply: the new backend is measured directly beside the gateway (here a
+    simulator stands for the gateway: nothing restarts it), every patch is printed with the
+    config's keys masked, and the emulator sees no write."""
+    with simulator({}) as gateway, simulator({}) as green:
+        original = gateway_config({"llm": gateway})
+        seed(k8s, original)
+        scenario_file = scenario(tmp_path, gateway, "tests/data/policies/quick.yaml")
+        text = scenario_file.read_text().replace("model: llm", "model: sim-llama-3-8b")
+        scenario_file.write_text(text)
+        proc = gate(k8s.write_kubeconfig(tmp_path / "kubeconfig"), scenario_file,
+                    tmp_path / "out", green, apply=False)  # fmt: skip
+    assert proc.returncode == ExitCode.PASS, proc.stdout + proc.stderr
+    assert k8s.writes() == []
+    assert k8s.object(CONFIGMAPS, NS, CONFIGMAP)["data"][KEY] == original
+    assert "would patch ConfigMap models/litellm-config" in proc.stderr
+    assert "would patch Deployment models/litellm" in proc.stderr
+    assert "sk-backend-secret" not in proc.stderr
+    assert DEFAULT_MASTER_KEY not in proc.stderr
+    document = gate_json(tmp_path / "out")
+    assert document["applied"] is False
+    assert document["decision"] == "PROMOTED"
+    assert [p["object"] for p in document["patches"]] == [
+        "ConfigMap models/litellm-config", "Deployment models/litellm"]  # fmt: skip

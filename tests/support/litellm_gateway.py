@@ -56,6 +56,14 @@ def deployment(generation: int = 1) -> dict[str, Any]:
     }  # fmt: skip
 
 
+def seed(k8s: KubeEmulator, config_text: str) -> None:
+    """The gateway's ConfigMap (its config under KEY) and Deployment, in place."""
+    configmap = {"apiVersion": "v1", "kind": "ConfigMap", "data": {KEY: config_text},
+                 "metadata": {"name": CONFIGMAP, "namespace": NS}}  # fmt: skip
+    k8s.seed(CONFIGMAPS, NS, CONFIGMAP, configmap)
+    k8s.seed(DEPLOYMENTS, NS, DEPLOYMENT, deployment())
+
+
 class Gateway:
     """The proxy, its ConfigMap and Deployment, and the controller stand-in."""
 
@@ -65,10 +73,7 @@ class Gateway:
         self.restarts: list[str] = []  # the config text of each restart
         self._dir = Path(tempfile.mkdtemp(prefix="litellm-gateway-"))
         self._proc: subprocess.Popen[bytes] | None = None
-        configmap = {"apiVersion": "v1", "kind": "ConfigMap", "data": {KEY: config_text},
-                     "metadata": {"name": CONFIGMAP, "namespace": NS}}  # fmt: skip
-        k8s.seed(CONFIGMAPS, NS, CONFIGMAP, configmap)
-        k8s.seed(DEPLOYMENTS, NS, DEPLOYMENT, deployment())
+        seed(k8s, config_text)
         k8s.on_patch(self._api_server, DEPLOYMENTS)
         self._start(config_text)
         self._watch = gevent.spawn(self._controller)
