@@ -186,6 +186,35 @@ def gate_command(scenario: Path, **opt: Any) -> None:
     sys.exit(int(flow.gate_and_report(req, _out(), _announce)))
 
 
+@cli.command("capacity")
+@click.argument("scenario", type=click.Path(path_type=Path, dir_okay=False))
+@click.option("--target", "target_url", help="OpenAI base URL (default: the scenario's target)")
+@click.option("--policy", "policy_file", type=click.Path(path_type=Path, dir_okay=False))
+@click.option("--out", type=click.Path(path_type=Path, file_okay=False), default=Path("results"),
+              show_default=True)  # fmt: skip
+@click.option("--set", "overrides", multiple=True, metavar="KEY=VALUE")
+@click.option("--tolerance", type=click.FloatRange(0.005, 0.5), default=0.05, show_default=True,
+              help="stop when the bracket is this close (a share of the load held)")  # fmt: skip
+@click.option("--max-probes", type=click.IntRange(2, 100), default=12, show_default=True)
+@click.option("--ceiling", type=click.FloatRange(min=0, min_open=True),
+              help="highest load worth probing (rate, or users for closed loop)")  # fmt: skip
+@click.option("--peak-rps", type=click.FloatRange(min=0, min_open=True),
+              help="plan replicas for this peak request rate")  # fmt: skip
+@click.option("--trough-rps", type=click.FloatRange(min=0), help="the quiet hours' rate")
+@click.option("--headroom", type=click.FloatRange(0, 0.9), default=0.2, show_default=True,
+              help="share of a replica's capacity kept free at the peak")  # fmt: skip
+@click.option("--gpu-hour-price", type=click.FloatRange(min=0),
+              help="price of one GPU-hour: cost per 1 000 output tokens")  # fmt: skip
+@click.option("--gpus-per-replica", type=click.IntRange(1, 64), default=1, show_default=True)
+def capacity_command(scenario: Path, **opt: Any) -> None:
+    """The highest load one replica holds with every critical objective passing: probes
+    bracket it, then close the bracket; capacity.json, summary.md and a replica plan."""
+    from harness.flows import capacity as flow
+
+    req = flow.CapacityRequest(scenario_file=scenario, **opt)
+    sys.exit(int(flow.capacity_and_report(req, _out(), _announce)))
+
+
 @cli.command("evaluate")
 @click.argument("run_dir", type=click.Path(path_type=Path, file_okay=False))
 @click.option(

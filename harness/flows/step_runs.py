@@ -16,7 +16,7 @@ import re
 import signal
 import subprocess
 import sys
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
@@ -80,12 +80,14 @@ class StepRunner:
         with the baseline (when there is one)."""
         return self.assess(percent, self.run(urls, step_dir))
 
-    def run(self, urls: dict[str, str], step_dir: Path) -> dict[str, Path]:
+    def run(
+        self, urls: Mapping[str, str | None], step_dir: Path, extra: Sequence[str] = ()
+    ) -> dict[str, Path]:
         """One run per role ("canary", "baseline"), all at once; their run folders. When the
         canary stops early (decided), the baseline is stopped too (as Ctrl-C would: it is
         judged on what it measured), so both cover the same span and the step ends then."""
         folders = {role: step_dir / role for role in urls}
-        procs = {role: self._start(urls[role], folder) for role, folder in folders.items()}
+        procs = {role: self._start(urls[role], folder, extra) for role, folder in folders.items()}
         codes: dict[str, int] = {}
         if "canary" in procs:
             codes["canary"] = procs["canary"].wait()
@@ -122,11 +124,16 @@ class StepRunner:
         hint = hold_hint(verdicts["canary"], comparison)
         return StepJudged(outcome, dirs, comparison, hint)
 
-    def _start(self, url: str, folder: Path) -> subprocess.Popen[bytes]:
+    def _start(
+        self, url: str | None, folder: Path, extra: Sequence[str] = ()
+    ) -> subprocess.Popen[bytes]:
+        """`harness run` into ``folder``; no URL: the scenario's own target (or simulator)."""
         folder.mkdir(parents=True, exist_ok=True)
-        args = [sys.executable, "-m", "harness", "run", str(self.scenario_file), "--target",
-                url, "--policy", str(self.policy_file), "--out", str(folder)]  # fmt: skip
-        for item in self.overrides:
+        args = [sys.executable, "-m", "harness", "run", str(self.scenario_file),
+                "--policy", str(self.policy_file), "--out", str(folder)]  # fmt: skip
+        if url is not None:
+            args += ["--target", url]
+        for item in (*self.overrides, *extra):
             args += ["--set", item]
         with (folder / "run.log").open("wb") as log:
             proc = subprocess.Popen(args, stdout=log, stderr=subprocess.STDOUT)
@@ -231,16 +238,31 @@ def early_stop_overrides(scenario: Scenario) -> list[str]:
 
 
 def hold_hint(canary: dict[str, Any], comparison: Comparison | None) -> str | None:
-    """How long a step would have to measure to decide, from the canary's undecided critical
-    objectives (the judge's own "about N requests would decide") and the comparison's
-    sample minimum; None when neither says."""
-    summary = canary.get("summary") or {}
+    """How long a step would have to measure to decide, as one line; None when unknown."""
+    needed = seconds_to_decide(canary, comparison)
+    if needed is None:
+        return None
+    seconds, measured = needed
+    return (
+        f"a step measured for about {seconds} s (this one measured {measured:.0f} s) would "
+        f"decide, if the service behaves as measured: rerun with "
+        f"--set load.duration_s={seconds}"
+    )
+
+
+def seconds_to_decide(
+    verdict: dict[str, Any], comparison: Comparison | None = None
+) -> tuple[int, float] | None:
+    """(seconds a run would have to measure to decide, seconds this one measured), from the
+    run's undecided critical objectives (the judge's own "about N requests would decide")
+    and the comparison's sample minimum; None when neither says."""
+    summary = verdict.get("summary") or {}
     requests = int(summary.get("requests") or 0)
     duration = float(summary.get("duration_s") or 0.0)
     if duration <= 0:
         return None
     factors: list[float] = []
-    for objective in canary.get("objectives", []):
+    for objective in verdict.get("objectives", []):
         if not objective.get("critical") or objective.get("verdict") != "INCONCLUSIVE":
             continue
         reason = str(objective.get("reason", ""))
@@ -255,12 +277,7 @@ def hold_hint(canary: dict[str, Any], comparison: Comparison | None) -> str | No
                 factors.append(comparison.min_samples / max(fewest, 1))
     if not factors:
         return None
-    seconds = math.ceil(duration * max(factors) * 1.1)  # a tenth more: the estimate is noisy
-    return (
-        f"a step measured for about {seconds} s (this one measured {duration:.0f} s) would "
-        f"decide, if the service behaves as measured: rerun with "
-        f"--set load.duration_s={seconds}"
-    )
+    return math.ceil(duration * max(factors) * 1.1), duration  # a tenth more: estimates are noisy
 
 
 def _only_run(folder: Path) -> Path:

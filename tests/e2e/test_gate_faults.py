@@ -162,7 +162,7 @@ def test_an_interrupt_mid_step_rolls_back_unless_told_not_to(
                                 stdout=subprocess.PIPE, stderr=subprocess.PIPE)  # fmt: skip
         try:
             _wait_for_event(out, "runs", proc, timeout_s=60)
-            time.sleep(2)  # the runs are sending
+            _wait_for_records(out, proc, timeout_s=60)  # both runs are sending
             proc.send_signal(signal.SIGTERM)  # as a cancelled CI job would
             stdout, stderr = proc.communicate(timeout=90)
         finally:
@@ -182,6 +182,18 @@ def test_an_interrupt_mid_step_rolls_back_unless_told_not_to(
     for role in ("canary", "baseline"):  # the runs stopped in order and kept their records
         (run_dir,) = [p for p in (step / role).iterdir() if p.is_dir()]
         assert (run_dir / "manifest.json").is_file()
+
+
+def _wait_for_records(out: Path, proc: subprocess.Popen[str], timeout_s: float) -> None:
+    """Until the canary's and the baseline's runs have each written a record."""
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        assert proc.poll() is None, "the gate ended before its runs sent anything"
+        logs = [p for p in out.glob("*/step-10/*/*/records.jsonl") if p.stat().st_size > 0]
+        if len(logs) == 2:
+            return
+        time.sleep(0.1)
+    raise AssertionError(f"the runs wrote no records within {timeout_s} s")
 
 
 def _wait_for_event(out: Path, event: str, proc: subprocess.Popen[str], timeout_s: float) -> None:

@@ -30,6 +30,7 @@ STAGES = (
     "judge",
     "canary",
     "gate",
+    "capacity",
     "report",
     "flows",
     "cli",
