@@ -48,3 +48,4 @@ def bench(session: nox.Session) -> None:
     session.run(PY, "tests/benchmarks/fidelity/fidelity.py")
     session.run(PY, "tests/benchmarks/judge_scale.py")
     session.run(PY, "tests/benchmarks/early_looks.py")
+    session.run(PY, "tests/benchmarks/capacity_cost.py")
