@@ -32,7 +32,6 @@ from harness.flows.step_runs import (
     StepJudged,
     StepRunner,
     drive,
-    early_stop_overrides,
     undo_on_interrupt,
 )
 from harness.gate.cluster import ClusterError, api_client
@@ -40,8 +39,6 @@ from harness.gate.gateway import Gateway, probe, routed_base, same_base, switch_
 from harness.gate.steps import GATE_SCHEMA, STEP_EXIT, Journal, StepDecision
 from harness.records.run_dir import new_run_dir
 from harness.report.files import write_atomic
-from harness.spec.policy import load_policy
-from harness.spec.scenario import load_scenario, policy_path
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -58,9 +55,7 @@ def switch_and_report(
     req: BlueGreenRequest, console: Console, announce: Callable[[str], None]
 ) -> ExitCode:
     """The command: baseline, switch, verify, judge, keep or switch back."""
-    scenario = load_scenario(req.scenario_file, list(req.overrides))
-    policy_file = req.policy_file or policy_path(req.scenario_file, scenario)
-    load_policy(policy_file)  # a bad policy stops here (exit 2), before the cluster is touched
+    scenario, runner = StepRunner.for_scenario(req.scenario_file, req.policy_file, req.overrides)
     gateway_url = req.gateway_url or scenario.target.url
     if gateway_url is None:
         raise UsageError("the gateway's URL: give --gateway-url or set target.url")
@@ -75,8 +70,6 @@ def switch_and_report(
         announce(f"{'patch' if applied else 'would patch'} {where}: {json.dumps(body)}")
 
     gateway.on_patch = patched
-    overrides = [*early_stop_overrides(scenario), *req.overrides]
-    runner = StepRunner(req.scenario_file, policy_file, overrides)
     switch = _Switch(req, gateway, gateway_url, key, journal, gate_dir, runner, announce)
     return drive(switch, journal, gate_dir, console)
 

@@ -14,7 +14,6 @@ import json
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 from rich.console import Console
 
@@ -23,11 +22,10 @@ from harness.capacity.plan import cost_per_1k_tokens, energy_per_1k_tokens, flee
 from harness.capacity.probe import ProbeResult, read_probe
 from harness.capacity.search import Search
 from harness.errors import ExitCode, RunInterrupted, UsageError
-from harness.flows.step_runs import StepRunner, early_stop_overrides, seconds_to_decide
+from harness.flows.step_runs import StepRunner, read_verdict, seconds_to_decide
 from harness.records.run_dir import new_run_dir
 from harness.report.files import write_atomic
-from harness.spec.policy import Policy, load_policy
-from harness.spec.scenario import Scenario, load_scenario, policy_path
+from harness.spec.scenario import Scenario
 
 #: Extensions of an undecided probe, and how much longer each may be at most.
 MAX_EXTENSIONS = 2
@@ -62,16 +60,14 @@ def capacity_and_report(
     req: CapacityRequest, console: Console, announce: Callable[[str], None]
 ) -> ExitCode:
     """The command: the search, capacity.json and summary.md, and the outcome's exit code."""
-    scenario = load_scenario(req.scenario_file, list(req.overrides))
-    policy_file = req.policy_file or policy_path(req.scenario_file, scenario)
-    policy = load_policy(policy_file)
+    scenario, runner = StepRunner.for_scenario(req.scenario_file, req.policy_file, req.overrides)
+    policy = runner.policy
     integer, start = _level(scenario)
     _, folder = new_run_dir(req.out, f"capacity-{scenario.name}")
     search = Search(start=start, integer=integer, tolerance=req.tolerance,
                     floor=1.0 if integer else start / 64,
                     ceiling=req.ceiling or (100_000.0 if integer else 1e6))  # fmt: skip
-    overrides = [*early_stop_overrides(scenario), *req.overrides]
-    probes = _Probes(req, scenario, policy, policy_file, folder, overrides, announce)
+    probes = _Probes(req, scenario, runner, folder, announce)
     report = CapacityReport(scenario=scenario.name, policy=policy.name,
                             unit="users" if integer else "req/s", tolerance=req.tolerance,
                             outcome="UNDECIDED", reason="")  # fmt: skip
@@ -157,14 +153,12 @@ class _Probes:
         self,
         req: CapacityRequest,
         scenario: Scenario,
-        policy: Policy,
-        policy_file: Path,
+        runner: StepRunner,
         folder: Path,
-        overrides: list[str],
         announce: Callable[[str], None],
     ) -> None:
-        self.req, self.policy, self.folder, self.announce = req, policy, folder, announce
-        self.runner = StepRunner(req.scenario_file, policy_file, overrides)
+        self.req, self.runner, self.folder, self.announce = req, runner, folder, announce
+        self.policy = runner.policy
         self.key = "users" if scenario.load.arrival.type == "concurrency" else "rate"
         self.duration = scenario.load.measured_s
 
@@ -182,7 +176,7 @@ class _Probes:
             report.probes.append(result)
             if result.passed is not None or result.decision == "INVALID":
                 return result
-            needed = seconds_to_decide(_verdict(run_dir))
+            needed = seconds_to_decide(read_verdict(run_dir))
             if needed is None or extension == MAX_EXTENSIONS:
                 break
             duration = min(max(needed[0], duration * 1.25), duration * MAX_STRETCH)
@@ -209,11 +203,6 @@ def _in_flight(probe: ProbeResult) -> float | None:
     state = probe.server.get("server.requests_running")
     waiting = probe.server.get("server.queue_waiting", {}).get("mean", 0.0)
     return state["mean"] + waiting if state else None
-
-
-def _verdict(run_dir: Path) -> dict[str, Any]:
-    path = run_dir / "verdict.json"
-    return json.loads(path.read_text(encoding="utf-8")) if path.is_file() else {}
 
 
 def _write(folder: Path, report: CapacityReport) -> None:

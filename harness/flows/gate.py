@@ -26,7 +26,6 @@ from harness.flows.step_runs import (
     GateOptions,
     StepRunner,
     drive,
-    early_stop_overrides,
     undo_on_interrupt,
 )
 from harness.gate.cluster import Cluster, ClusterError
@@ -40,8 +39,6 @@ from harness.gate.kserve import (
 from harness.gate.steps import GATE_SCHEMA, STEP_EXIT, Journal, StepDecision, StepOutcome
 from harness.records.run_dir import new_run_dir
 from harness.report.files import write_atomic
-from harness.spec.policy import load_policy
-from harness.spec.scenario import load_scenario, policy_path
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -71,9 +68,7 @@ def gate_and_report(
     req: GateRequest, console: Console, announce: Callable[[str], None]
 ) -> ExitCode:
     """The command: the walk, its journal, and the exit code of its decision."""
-    scenario = load_scenario(req.scenario_file, list(req.overrides))
-    policy_file = req.policy_file or policy_path(req.scenario_file, scenario)
-    load_policy(policy_file)  # a bad policy stops here (exit 2), before the cluster is touched
+    _, runner = StepRunner.for_scenario(req.scenario_file, req.policy_file, req.overrides)
     cluster = Cluster.connect(req.namespace, req.isvc, req.apply, req.kubeconfig)
     _, gate_dir = new_run_dir(req.out, f"gate-{req.isvc}")
     journal = Journal(gate_dir / "gate.jsonl")
@@ -83,8 +78,6 @@ def gate_and_report(
         announce(f"{'patch' if applied else 'would patch'} {cluster.where}: {json.dumps(body)}")
 
     cluster.on_patch = patched
-    overrides = [*early_stop_overrides(scenario), *req.overrides]  # the user's word wins
-    runner = StepRunner(req.scenario_file, policy_file, overrides)
     walk = _Walk(req, cluster, journal, gate_dir, runner, announce)
     return drive(walk, journal, gate_dir, console)
 

@@ -29,8 +29,8 @@ from harness.flows.evaluate import compare_runs
 from harness.gate.cluster import ClusterError
 from harness.gate.steps import Journal, StepOutcome, decide_step
 from harness.judge.verdict import Decision
-from harness.spec.policy import load_policy
-from harness.spec.scenario import Scenario
+from harness.spec.policy import Policy, load_policy
+from harness.spec.scenario import Scenario, load_scenario, policy_path
 
 #: How long a run may take to stop after SIGINT before it is killed.
 STOP_GRACE_S = 30.0
@@ -70,10 +70,26 @@ class StepJudged:
 class StepRunner:
     """Starts, waits for and stops the step's runs; ``stop()`` is safe at any time."""
 
-    def __init__(self, scenario_file: Path, policy_file: Path, overrides: Sequence[str]) -> None:
-        self.scenario_file, self.policy_file = scenario_file, policy_file
+    def __init__(
+        self, scenario_file: Path, policy_file: Path, policy: Policy, overrides: Sequence[str]
+    ) -> None:
+        self.scenario_file, self.policy_file, self.policy = scenario_file, policy_file, policy
         self.overrides = tuple(overrides)
         self.running: list[subprocess.Popen[bytes]] = []
+
+    @classmethod
+    def for_scenario(
+        cls, scenario_file: Path, policy_file: Path | None, overrides: Sequence[str]
+    ) -> tuple[Scenario, StepRunner]:
+        """The scenario (with the user's overrides) and a runner for it. A bad scenario or
+        policy stops here (exit 2), before anything is run or changed; runs get a default
+        ``load.early_stop`` under the user's own overrides (the user's word wins)."""
+        scenario = load_scenario(scenario_file, list(overrides))
+        resolved = policy_file or policy_path(scenario_file, scenario)
+        policy = load_policy(resolved)
+        runner = cls(scenario_file, resolved, policy,
+                     [*early_stop_overrides(scenario), *overrides])  # fmt: skip
+        return scenario, runner
 
     def judge(self, percent: int, urls: dict[str, str], step_dir: Path) -> StepJudged:
         """Run the scenario against each role's URL at once; judge the canary and compare it
@@ -107,12 +123,11 @@ class StepRunner:
     def assess(self, percent: int, dirs: dict[str, Path]) -> StepJudged:
         """The step's decision from the canary's verdict, the baseline's, and their
         comparison (no baseline: the policy alone decides)."""
-        verdicts = {role: _verdict(folder) for role, folder in dirs.items()}
+        verdicts = {role: read_verdict(folder) for role, folder in dirs.items()}
         decisions = {role: _decision(doc) for role, doc in verdicts.items()}
         comparison: Comparison | None = None
         if "baseline" in dirs and Decision.INVALID not in decisions.values():
-            policy = load_policy(self.policy_file)
-            comparison = compare_runs(dirs["canary"], dirs["baseline"], policy)
+            comparison = compare_runs(dirs["canary"], dirs["baseline"], self.policy)
         outcome = decide_step(
             percent,
             decisions["canary"],
@@ -308,7 +323,8 @@ def _stopped_early(folder: Path) -> bool:
     return False
 
 
-def _verdict(run_dir: Path) -> dict[str, Any]:
+def read_verdict(run_dir: Path) -> dict[str, Any]:
+    """A run's verdict.json; a run that wrote none reads as INVALID."""
     path = run_dir / "verdict.json"
     if not path.is_file():
         return {"decision": Decision.INVALID.value}
