@@ -93,6 +93,7 @@ def cli() -> None:
     metavar="HOST:PORT",
     help="wait here for --workers remote `harness worker`s instead of starting local ones",
 )
+@click.option("--no-report", is_flag=True, help="do not write the HTML report (report.html)")
 def run_command(
     scenario: Path,
     target_url: str | None,
@@ -102,6 +103,7 @@ def run_command(
     overrides: tuple[str, ...],
     workers: int,
     master_bind: str | None,
+    no_report: bool,
 ) -> None:
     """Drive load, judge the run against the policy, write results/<run-id>/."""
     from harness.flows import run as flow
@@ -115,6 +117,7 @@ def run_command(
         out=out,
         workers=workers,
         master_bind=master_bind,
+        report=not no_report,
     )
     sys.exit(int(flow.run_and_report(req, _out(), _announce)))
 
@@ -215,6 +218,30 @@ def capacity_command(scenario: Path, **opt: Any) -> None:
     sys.exit(int(flow.capacity_and_report(req, _out(), _announce)))
 
 
+@cli.command("tune")
+@click.argument("study", type=click.Path(path_type=Path, dir_okay=False))
+@click.option("--out", type=click.Path(path_type=Path, file_okay=False), default=Path("results"),
+              show_default=True,
+              help="the study's folder is OUT/tune-NAME (kept to resume)")  # fmt: skip
+@click.option("--set", "overrides", multiple=True, metavar="KEY=VALUE",
+              help="override a study key, e.g. launcher.model=...")  # fmt: skip
+@click.option("--fresh", is_flag=True,
+              help="start over: the journal of the settings measured so far is set "
+              "aside")  # fmt: skip
+@click.option("--apply", is_flag=True,
+              help="kserve launcher: patch the InferenceService per setting (default: only "
+              "print the patches)")  # fmt: skip
+def tune_command(study: Path, **opt: Any) -> None:
+    """Measure vLLM engine settings one at a time (a fixed load or a capacity search each):
+    every setting's throughput, latency and verdict, the Pareto front, and the best setting
+    that passes the policy as a `vllm serve` line and an InferenceService patch. Rerunning an
+    interrupted study measures only what is left."""
+    from harness.flows import tune as flow
+
+    req = flow.TuneRequest(study_file=study, **opt)
+    sys.exit(int(flow.tune_and_report(req, _out(), _announce)))
+
+
 @cli.command("evaluate")
 @click.argument("run_dir", type=click.Path(path_type=Path, file_okay=False))
 @click.option(
@@ -234,7 +261,20 @@ def evaluate_command(run_dir: Path, policy_file: Path | None, baseline_dir: Path
     canary against a baseline run: then ROLLBACK exits 1 and HOLD 3."""
     from harness.flows import evaluate as flow
 
-    sys.exit(int(flow.evaluate_and_report(run_dir, policy_file, baseline_dir, _out())))
+    sys.exit(int(flow.evaluate_and_report(run_dir, policy_file, baseline_dir, _out(), _announce)))
+
+
+@cli.command("report")
+@click.argument("path", type=click.Path(path_type=Path))
+@click.option("--out", type=click.Path(path_type=Path, dir_okay=False),
+              help="write the HTML here (default: PATH/report.html)")  # fmt: skip
+def report_command(path: Path, out: Path | None) -> None:
+    """One self-contained HTML report (opens offline) of a run folder, a canary comparison, a
+    capacity search or a tuning study: verdict tables and interactive latency, time-series
+    and load plots."""
+    from harness.flows import report as flow
+
+    sys.exit(int(flow.report_and_print(path, out, _out())))
 
 
 @cli.command("ui")

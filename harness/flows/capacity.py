@@ -24,7 +24,8 @@ from harness.capacity.search import Search
 from harness.errors import ExitCode, RunInterrupted, UsageError
 from harness.flows.step_runs import StepRunner, read_verdict, seconds_to_decide
 from harness.records.run_dir import new_run_dir
-from harness.report.files import write_atomic
+from harness.report.files import SUMMARY_FILE, write_atomic
+from harness.report.html import write_report_quietly
 from harness.spec.scenario import Scenario
 
 #: Extensions of an undecided probe, and how much longer each may be at most.
@@ -54,12 +55,14 @@ class CapacityRequest:
     headroom: float = 0.2
     gpu_hour_price: float | None = None
     gpus_per_replica: int = 1
+    report: bool = True  # report.html (a tuning study's per-setting searches go without)
 
 
 def capacity_and_report(
     req: CapacityRequest, console: Console, announce: Callable[[str], None]
 ) -> ExitCode:
-    """The command: the search, capacity.json and summary.md, and the outcome's exit code."""
+    """The command: the search, capacity.json, summary.md and the HTML report, and the
+    outcome's exit code."""
     scenario, runner = StepRunner.for_scenario(req.scenario_file, req.policy_file, req.overrides)
     policy = runner.policy
     integer, start = _level(scenario)
@@ -81,6 +84,9 @@ def capacity_and_report(
     _write(folder, report)
     console.print(f"capacity: {report.outcome}: {report.reason}", soft_wrap=True)
     console.print(f"results: {folder}", soft_wrap=True)
+    html = write_report_quietly(folder, announce, [folder / SUMMARY_FILE]) if req.report else None
+    if html is not None:
+        console.print(f"report: {html}", soft_wrap=True)
     return OUTCOME_EXIT[report.outcome]
 
 
@@ -207,7 +213,7 @@ def _in_flight(probe: ProbeResult) -> float | None:
 
 def _write(folder: Path, report: CapacityReport) -> None:
     write_atomic(folder / "capacity.json", json.dumps(report.to_json(), indent=2) + "\n")
-    write_atomic(folder / "summary.md", summary_markdown(report))
+    write_atomic(folder / SUMMARY_FILE, summary_markdown(report))
 
 
 def _lv(tried: object) -> str:

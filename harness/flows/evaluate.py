@@ -10,11 +10,10 @@ canary's folder.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import replace
 from pathlib import Path
 
-import pyarrow as pa
-import pyarrow.compute as pc
 from pydantic import ValidationError
 from rich.console import Console
 
@@ -29,11 +28,11 @@ from harness.judge.served import ServedRule, expected_backends
 from harness.judge.server import collected_summary, share_bounds, with_collected
 from harness.judge.steady import holds_of, steady_state, window_metrics
 from harness.judge.verdict import Verdict
-from harness.records.log import read_table
-from harness.records.record import ErrorClass
+from harness.records.log import read_table, without_aborted
 from harness.records.run_dir import MANIFEST_NAME, Manifest, measured_window, read_manifest
-from harness.report.comparison import print_comparison, write_comparison
-from harness.report.files import write_reports
+from harness.report.comparison import COMPARISON_MD, print_comparison, write_comparison
+from harness.report.files import SUMMARY_FILE, write_reports
+from harness.report.html import HTML_REPORT, write_report_quietly
 from harness.report.table import print_verdict
 from harness.spec.config import validate
 from harness.spec.load import LoadSpec
@@ -83,7 +82,7 @@ def compare_runs(
         labels={"canary": canary_manifest.run_id, "baseline": baseline_manifest.run_id},
     )
     if write:
-        write_comparison(canary_dir, result)
+        write_comparison(canary_dir, result, baseline_dir)
     return result
 
 
@@ -143,15 +142,6 @@ def stage_holds(manifest: Manifest) -> list[tuple[float, float]]:
     return holds_of(spec, manifest.timeline.t_start)
 
 
-def without_aborted(table: pa.Table) -> tuple[pa.Table, int]:
-    """The records less those a signal aborted in flight (they say nothing of the target: an
-    interrupted run is judged on what was sent before the signal and finished), and how many
-    those were."""
-    aborted = pc.fill_null(pc.equal(table["error"], ErrorClass.ABORTED.value), False)
-    count = int(pc.sum(aborted).as_py() or 0)
-    return (table.filter(pc.invert(aborted)) if count else table), count
-
-
 def interruption(manifest: Manifest, aborted: int) -> str | None:
     """How a signal cut the run short, for verdict.json and the reports; None if it did not."""
     info = manifest.load.get("interrupted")
@@ -176,9 +166,17 @@ def stored_policy(run_dir: Path) -> Policy:
 
 
 def evaluate_and_report(
-    run_dir: Path, policy_file: Path | None, baseline_dir: Path | None, console: Console
+    run_dir: Path,
+    policy_file: Path | None,
+    baseline_dir: Path | None,
+    console: Console,
+    warn: Callable[[str], None] | None = None,
 ) -> ExitCode:
-    """The command: judge, print, compare with the baseline if given; the exit code."""
+    """The command: judge, print, compare with the baseline if given; the exit code.
+
+    With a baseline the HTML report (the comparison, then the canary's run) is written into
+    the canary's folder; without one, a report already there is rewritten, so it never shows
+    a verdict the re-judging replaced (a folder without one stays as it was)."""
     note_run_dir(run_dir)
     policy = load_policy(policy_file) if policy_file is not None else stored_policy(run_dir)
     verdict = judge_run(run_dir, policy)
@@ -188,4 +186,11 @@ def evaluate_and_report(
         comparison = compare_runs(run_dir, baseline_dir, policy)
         print_comparison(comparison, console)
         code = combined_exit(code, comparison.decision)
+    if baseline_dir is not None or (run_dir / HTML_REPORT).is_file():
+        markdown = [run_dir / SUMMARY_FILE]
+        if baseline_dir is not None:
+            markdown.append(run_dir / COMPARISON_MD)
+        html = write_report_quietly(run_dir, warn or console.print, markdown)
+        if html is not None:
+            console.print(f"report: {html}", soft_wrap=True)
     return code

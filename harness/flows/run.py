@@ -36,6 +36,8 @@ from harness.load.target import ResolvedTarget, auth_only, preflight, resolve, s
 from harness.records.log import RecordLog, consolidate
 from harness.records.record import RequestRecord
 from harness.records.run_dir import Manifest, new_run_dir
+from harness.report.files import SUMMARY_FILE
+from harness.report.html import write_report_quietly
 from harness.report.table import print_verdict
 from harness.spec.load import ClosedLoop, PoissonArrivals
 from harness.spec.policy import Policy, load_policy
@@ -67,6 +69,7 @@ class RunRequest:
     out: Path = Path("results")
     workers: int = 0  # 0: load from this process; N: N Locust workers
     master_bind: str | None = None  # HOST:PORT to wait for remote `harness worker`s on
+    report: bool = True  # write report.html (the HTML report) beside the verdict
 
 
 @dataclass(frozen=True, slots=True)
@@ -145,10 +148,15 @@ def target_for(req: RunRequest, scenario: Scenario) -> Iterator[ResolvedTarget]:
 
 
 def run_and_report(req: RunRequest, console: Console, announce: Callable[[str], None]) -> ExitCode:
-    """The command: run, print the verdict table, and give the exit code."""
+    """The command: run, print the verdict table, write the HTML report (a failure to is a
+    warning, never another exit code), and give the exit code."""
     result = execute(req, announce)
     print_verdict(result.verdict, console)
     console.print(f"results: {result.run_dir}", soft_wrap=True)
+    if req.report:
+        html = write_report_quietly(result.run_dir, announce, [result.run_dir / SUMMARY_FILE])
+        if html is not None:
+            console.print(f"report: {html}", soft_wrap=True)
     if result.interrupted is not None:
         # The verdict on what was measured is in the folder; the exit code says it was cut.
         return ExitCode.INTERRUPTED

@@ -142,10 +142,12 @@ class StepRunner:
     def _start(
         self, url: str | None, folder: Path, extra: Sequence[str] = ()
     ) -> subprocess.Popen[bytes]:
-        """`harness run` into ``folder``; no URL: the scenario's own target (or simulator)."""
+        """`harness run` into ``folder``; no URL: the scenario's own target (or simulator).
+        Without an HTML report: the search's or the gate's own documents cover its runs."""
         folder.mkdir(parents=True, exist_ok=True)
         args = [sys.executable, "-m", "harness", "run", str(self.scenario_file),
-                "--policy", str(self.policy_file), "--out", str(folder)]  # fmt: skip
+                "--policy", str(self.policy_file), "--out", str(folder),
+                "--no-report"]  # fmt: skip
         if url is not None:
             args += ["--target", url]
         for item in (*self.overrides, *extra):
@@ -187,7 +189,7 @@ def drive(walk: GateWalk, journal: Journal, gate_dir: Path, console: Console) ->
     before it ends the command (exit 4); Ctrl-C or SIGTERM (a cancelled CI job, a deleted
     Job pod) lets the walk roll back, then ends it with exit 130."""
     try:
-        with _sigterm_as_interrupt():
+        with sigterm_as_interrupt():
             code = walk.run()
     except ClusterError as exc:
         journal.write("error", message=str(exc))
@@ -229,7 +231,8 @@ def undo_on_interrupt(
 
 
 @contextlib.contextmanager
-def _sigterm_as_interrupt() -> Iterator[None]:
+def sigterm_as_interrupt() -> Iterator[None]:
+    """SIGTERM (a cancelled CI job, a deleted pod) handled as Ctrl-C: the same clean stop."""
     previous = signal.signal(signal.SIGTERM, signal.default_int_handler)
     try:
         yield

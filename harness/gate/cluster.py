@@ -86,19 +86,30 @@ class Cluster:
     def wait_in_effect(self, percent: int, timeout_s: float, poll_s: float = 2.0) -> ServiceState:
         """Poll until KServe reports ``percent`` % in effect; ClusterError on a failed
         revision or at the timeout, with what it reported last."""
+        return self.wait_for(
+            lambda state: state.in_effect(percent), f"{percent} % not in effect", timeout_s, poll_s
+        )
+
+    def wait_for(
+        self,
+        check: Callable[[ServiceState], tuple[bool, str]],
+        what: str,
+        timeout_s: float,
+        poll_s: float = 2.0,
+    ) -> ServiceState:
+        """Poll until ``check`` holds (it says why not otherwise); ClusterError on a failed
+        revision or at the timeout ("WHERE: WHAT after N s (why)")."""
         deadline = time.monotonic() + timeout_s
         while True:
             state = self.read()
-            ok, why = state.in_effect(percent)
+            ok, why = check(state)
             if ok:
                 return state
             failed = state.failed()
             if failed is not None:
                 raise ClusterError(f"{self.where}: the new revision failed: {failed}")
             if time.monotonic() >= deadline:
-                raise ClusterError(
-                    f"{self.where}: {percent} % not in effect after {timeout_s:g} s ({why})"
-                )
+                raise ClusterError(f"{self.where}: {what} after {timeout_s:g} s ({why})")
             time.sleep(min(poll_s, max(0.0, deadline - time.monotonic())))
 
 

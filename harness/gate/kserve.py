@@ -57,6 +57,9 @@ class ServiceState:
     traffic: tuple[Traffic, ...]
     previous_uri: str | None  # the gate's annotation, when it started the rollout
     tag_routing: bool
+    url: str | None = None  # status.url, where the service answers
+    generation: int | None = None  # metadata.generation: bumped by every spec change
+    observed_generation: int | None = None  # status.observedGeneration, where reported
 
     @classmethod
     def from_object(cls, obj: Mapping[str, Any]) -> ServiceState:
@@ -97,6 +100,9 @@ class ServiceState:
             traffic=traffic,
             previous_uri=_str(annotations.get(PREVIOUS_URI)),
             tag_routing=str(annotations.get(TAG_ROUTING, "")).lower() == "true",
+            url=_str(status.get("url")),
+            generation=_int(meta.get("generation")),
+            observed_generation=_int(status.get("observedGeneration")),
         )
 
     @property
@@ -113,12 +119,20 @@ class ServiceState:
         """The URL of the ``latest`` or ``prev`` tag (with tag routing on)."""
         return next((t.url for t in self.traffic if t.tag == tag and t.url), None)
 
-    def in_effect(self, percent: int) -> tuple[bool, str]:
-        """Whether KServe reports a step of ``percent`` % in effect, and if not, why not."""
+    def ready(self) -> tuple[bool, str]:
+        """Whether Ready, PredictorReady and LatestDeploymentReady are all True; if not, the
+        first that is not, with what KServe said."""
         for kind in READY_CONDITIONS:
             status, said = self.conditions.get(kind, ("Unknown", "not reported"))
             if status != "True":
                 return False, f"{kind} is {status}" + (f": {said}" if said else "")
+        return True, "ready"
+
+    def in_effect(self, percent: int) -> tuple[bool, str]:
+        """Whether KServe reports a step of ``percent`` % in effect, and if not, why not."""
+        ok, why = self.ready()
+        if not ok:
+            return ok, why
         if self.latest_created != self.latest_ready:
             return False, (
                 f"revision {self.latest_created} is created but {self.latest_ready} is the "
@@ -181,3 +195,7 @@ def _list(value: Any) -> Sequence[Any]:
 
 def _str(value: Any) -> str | None:
     return value if isinstance(value, str) and value else None
+
+
+def _int(value: Any) -> int | None:
+    return value if isinstance(value, int) and not isinstance(value, bool) else None

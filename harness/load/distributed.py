@@ -23,6 +23,7 @@ import gevent
 from gevent.event import Event
 from locust.env import Environment
 
+from harness.children import free_port
 from harness.errors import ExitCode, HarnessError, UsageError
 from harness.load.driver import (
     LoadOutcome,
@@ -59,12 +60,6 @@ class DistributedError(HarnessError):
     """A worker failed, vanished or lost records: the run cannot be trusted (exit 4)."""
 
     exit_code = ExitCode.INVALID
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 # ----------------------------------------------------------------------------- master

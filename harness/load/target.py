@@ -3,10 +3,8 @@
 from __future__ import annotations
 
 import contextlib
-import ctypes
 import json
 import os
-import signal
 import subprocess
 import sys
 import tempfile
@@ -17,6 +15,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
 
+from harness.children import die_with_parent
 from harness.errors import TargetUnreachable, UsageError
 from harness.load.openai_api import Endpoint
 from harness.sim.settings import SimSettings
@@ -182,7 +181,7 @@ def simulator(settings: dict[str, Any], start_timeout_s: float = 20.0) -> Iterat
     log = tempfile.TemporaryFile(mode="w+", prefix="harness-sim-")  # noqa: SIM115 (closed below)
     proc = subprocess.Popen(
         [sys.executable, "-m", "harness.sim", *sim.to_cli_args()],
-        preexec_fn=_die_with_parent,
+        preexec_fn=die_with_parent,
         # Its own session: a terminal's Ctrl-C reaches the harness, which stops the load in
         # order, and not the simulator, which would break the streams still in flight.
         start_new_session=True,
@@ -202,16 +201,6 @@ def simulator(settings: dict[str, Any], start_timeout_s: float = 20.0) -> Iterat
         except subprocess.TimeoutExpired:
             proc.kill()
             proc.wait(timeout=10)
-
-
-def _die_with_parent() -> None:
-    """In the child: ask Linux to send SIGTERM when the parent dies, so a killed run never
-    leaves a simulator behind (a no-op elsewhere)."""
-    if not sys.platform.startswith("linux"):
-        return
-    pr_set_pdeathsig = 1
-    with contextlib.suppress(OSError, AttributeError):
-        ctypes.CDLL("libc.so.6", use_errno=True).prctl(pr_set_pdeathsig, signal.SIGTERM)
 
 
 def _await_listening(proc: subprocess.Popen[str], log: Any, timeout_s: float) -> int:

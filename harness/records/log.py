@@ -11,10 +11,11 @@ from typing import IO, Any
 
 import pandas as pd
 import pyarrow as pa
+import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from harness.errors import ResultsError
-from harness.records.record import RequestRecord
+from harness.records.record import ErrorClass, RequestRecord
 
 RECORDS_JSONL = "records.jsonl"
 RECORDS_PARQUET = "records.parquet"
@@ -136,3 +137,12 @@ def read_frame(run_dir: Path) -> pd.DataFrame:
     """The run's records as a DataFrame with RequestRecord.to_row() columns."""
     frame: pd.DataFrame = read_table(run_dir).to_pandas()
     return frame
+
+
+def without_aborted(table: pa.Table) -> tuple[pa.Table, int]:
+    """The records less those a signal aborted in flight (they say nothing of the target: an
+    interrupted run is judged on what was sent before the signal and finished), and how many
+    those were."""
+    aborted = pc.fill_null(pc.equal(table["error"], ErrorClass.ABORTED.value), False)
+    count = int(pc.sum(aborted).as_py() or 0)
+    return (table.filter(pc.invert(aborted)) if count else table), count

@@ -8,7 +8,10 @@ from __future__ import annotations
 
 import json
 import math
+import os
+from collections.abc import Mapping
 from pathlib import Path
+from typing import Any
 
 from rich import box
 from rich.console import Console, Group, RenderableType
@@ -129,11 +132,56 @@ def render_comparison_markdown(comparison: Comparison) -> str:
     return "\n".join(lines) + "\n"
 
 
-def write_comparison(run_dir: Path, comparison: Comparison) -> None:
-    """comparison.json and comparison.md into run_dir, each written whole or not at all."""
-    text = json.dumps(comparison.to_json_dict(), indent=2, allow_nan=False) + "\n"
+def write_comparison(
+    run_dir: Path, comparison: Comparison, baseline_dir: Path | None = None
+) -> None:
+    """comparison.json and comparison.md into run_dir, each written whole or not at all.
+
+    ``baseline_dir`` is kept relative to run_dir (it still holds when both folders move
+    together, as results copied off a CI runner do), for the HTML report's overlays."""
+    doc = comparison.to_json_dict()
+    if baseline_dir is not None:
+        doc["baseline_dir"] = os.path.relpath(baseline_dir.resolve(), run_dir.resolve())
+    text = json.dumps(doc, indent=2, allow_nan=False) + "\n"
     write_atomic(run_dir / COMPARISON_JSON, text)
     write_atomic(run_dir / COMPARISON_MD, render_comparison_markdown(comparison))
+
+
+def comparison_from_json(doc: Mapping[str, Any]) -> Comparison:
+    """comparison.json read back into the type it was written from, so the HTML report shows
+    the cells comparison.md shows (an open interval side, written as null, reads as ±∞)."""
+    metrics = tuple(
+        MetricComparison(
+            metric=str(m["metric"]), unit=str(m["unit"]),
+            better="higher" if m.get("better") == "higher" else "lower",
+            critical=bool(m["critical"]), test=str(m["test"]), n_canary=int(m["n_canary"]),
+            n_baseline=int(m["n_baseline"]), canary=m.get("canary"), baseline=m.get("baseline"),
+            shift=m.get("shift"), interval=_interval(m.get("interval")),
+            relative_shift=m.get("relative_shift"), allowed=float(m["allowed"]),
+            margin=m.get("margin"), p_value=m.get("p_value"), p99_canary=m.get("p99_canary"),
+            p99_baseline=m.get("p99_baseline"), p99_diff=m.get("p99_diff"),
+            p99_interval=_interval(m.get("p99_interval")),
+            classification=ShiftClass(m["classification"]), reason=str(m.get("reason", "")),
+            notes=tuple(str(n) for n in m.get("notes") or ()),
+        )
+        for m in doc["metrics"]
+    )  # fmt: skip
+    labels = {role: str(doc[f"{role}_run"]) for role in ("canary", "baseline")
+              if f"{role}_run" in doc}  # fmt: skip
+    return Comparison(
+        decision=CanaryDecision(doc["decision"]), reason=str(doc.get("reason", "")),
+        metrics=metrics, notes=tuple(doc.get("notes") or ()),
+        warnings=tuple(doc.get("warnings") or ()), confidence=float(doc["confidence"]),
+        min_samples=int(doc["min_samples"]), resamples=int(doc["resamples"]),
+        seed=int(doc.get("seed", 0)), labels=labels,
+    )  # fmt: skip
+
+
+def _interval(pair: Any) -> tuple[float, float] | None:
+    if not isinstance(pair, list) or len(pair) != 2:
+        return None
+    low, high = pair
+    return (-math.inf if low is None else float(low), math.inf if high is None else float(high))
 
 
 def span(value: float | None, interval: tuple[float, float] | None, unit: str) -> str:

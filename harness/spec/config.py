@@ -155,13 +155,19 @@ def _key_path(loc: tuple[int | str, ...]) -> str:
 def _user_loc(loc: tuple[int | str, ...], data: Any) -> tuple[int | str, ...]:
     """Drop the segments pydantic adds for tagged unions ("poisson" in load.arrival.poisson.rate).
 
-    Walks the input alongside the location: a segment that is not a key of the mapping
-    there, but equals its `type` tag, was added by the union and is not the user's key.
+    Walks the input alongside the location: a segment that equals the `type` tag of the
+    mapping there was added by the union and is not the user's key, unless it is also a key
+    there and not repeated next (a tag that names one of its own keys: `sim` in
+    launcher.sim.sim.max_num_seqs).
     """
     out: list[int | str] = []
     node = data
-    for part in loc:
-        if isinstance(node, dict) and part not in node and node.get("type") == part:
+    for i, part in enumerate(loc):
+        if (
+            isinstance(node, dict)
+            and node.get("type") == part
+            and (part not in node or loc[i + 1 : i + 2] == (part,))
+        ):
             continue
         out.append(part)
         if isinstance(node, dict):

@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import json
 from typing import Any
 
 NS, NAME = "models", "llm"
@@ -65,5 +66,51 @@ class Controller:
                 "latestCreatedRevision": latest,
                 "latestReadyRevision": latest if self.ready and not self.fail else rolled_out,
                 "latestRolledoutRevision": rolled_out, "traffic": traffic,
+            }},
+        }}  # fmt: skip
+
+
+#: An engine's InferenceService: vLLM args and env a tuning study patches.
+ARGS = ["--model_name=llm", "--max-model-len=4096", "--max-num-seqs", "256"]
+ENV = [{"name": "HF_HOME", "value": "/cache"}]
+
+
+def engine_isvc() -> dict[str, Any]:
+    body: dict[str, Any] = isvc()
+    body["spec"]["predictor"]["model"].update(args=list(ARGS), env=list(ENV))
+    body["status"]["url"] = "http://llm.models.example.com"
+    return body
+
+
+class RevisingController:
+    """KServe's part for engine settings: every change of the predictor (its traffic share
+    aside) is a new revision, ready with all the traffic unless ``ready`` is False."""
+
+    def __init__(self, ready: bool = True) -> None:
+        self.ready, self.revision = ready, 1
+        self.spec = self._spec(engine_isvc())
+
+    @staticmethod
+    def _spec(obj: dict[str, Any]) -> str:
+        predictor = dict(obj["spec"]["predictor"])
+        predictor.pop("canaryTrafficPercent", None)
+        return json.dumps(predictor, sort_keys=True)
+
+    def __call__(self, obj: dict[str, Any]) -> dict[str, Any]:
+        spec = self._spec(obj)
+        if spec != self.spec:
+            self.spec, self.revision = spec, self.revision + 1
+        latest, served = f"llm-predictor-{self.revision}", "llm-predictor-1"
+        ready = latest if self.ready else obj["status"]["components"]["predictor"][
+            "latestReadyRevision"]  # fmt: skip
+        deploy = "True" if self.ready else "Unknown"
+        return {"status": {
+            "conditions": [{"type": "Ready", "status": "True"},
+                           {"type": "PredictorReady", "status": "True"},
+                           {"type": "LatestDeploymentReady", "status": deploy}],
+            "components": {"predictor": {
+                "latestCreatedRevision": latest, "latestReadyRevision": ready,
+                "latestRolledoutRevision": served,
+                "traffic": [{"revisionName": ready, "percent": 100, "latestRevision": True}],
             }},
         }}  # fmt: skip

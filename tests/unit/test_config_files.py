@@ -10,6 +10,7 @@ from harness.errors import ConfigError, ExitCode
 from harness.spec.load import ClosedLoop, PoissonArrivals
 from harness.spec.policy import Band, load_policy
 from harness.spec.scenario import load_scenario, policy_path
+from harness.spec.study import load_study, relative_to_study
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -19,6 +20,16 @@ def test_every_scenario_loads_with_its_policy(path: Path) -> None:
     scenario = load_scenario(path)
     policy = load_policy(policy_path(path, scenario))
     assert policy.objectives
+
+
+@pytest.mark.parametrize(
+    "path", sorted((ROOT / "scenarios" / "studies").glob("*.yaml")), ids=lambda p: p.name
+)
+def test_every_shipped_study_loads_with_its_scenario(path: Path) -> None:
+    study = load_study(path)
+    scenario_file = relative_to_study(path, study.scenario)
+    load_policy(policy_path(scenario_file, load_scenario(scenario_file)))
+    assert study.size >= 2
 
 
 @pytest.mark.parametrize("path", sorted((ROOT / "slo").glob("*.yaml")), ids=lambda p: p.name)

@@ -31,11 +31,13 @@ STAGES = (
     "canary",
     "gate",
     "capacity",
+    "tune",
     "report",
     "flows",
     "cli",
 )
-_TOP_LEVEL = {"harness": "base", "harness.errors": "base", "harness.cli": "cli",
+_TOP_LEVEL = {"harness": "base", "harness.errors": "base", "harness.children": "base",
+              "harness.cli": "cli",
               "harness.__main__": "cli"}  # fmt: skip
 
 

@@ -1,0 +1,1 @@
+"""The vLLM tuning study: engine settings launched one at a time, measured, and ranked."""
