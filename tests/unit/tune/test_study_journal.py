@@ -124,9 +124,10 @@ def test_a_journal_of_other_settings_is_refused(tmp_path: Path) -> None:
     assert (tmp_path / "study.journal.old").is_file()
 
 
-def test_a_sampled_space_measures_its_trials(tmp_path: Path) -> None:
+@pytest.mark.parametrize("sampler", ["tpe", "nsga2", "random"])
+def test_a_sampled_space_measures_its_trials(tmp_path: Path, sampler: str) -> None:
     study = make_study(grid=None, space={"max_num_seqs": {"low": 2, "high": 64, "log": True}},
-                       trials=5)  # fmt: skip
+                       trials=5, sampler=sampler)  # fmt: skip
     record, bench = study_in(tmp_path, study), Bench()
     run_study(study, record, tmp_path, bench, lambda t: None)
     assert len(trials_of(record)) == 5
