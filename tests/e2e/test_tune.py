@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import os
 import signal
+import socket
 import subprocess
 import time
 from pathlib import Path
@@ -143,3 +144,31 @@ def test_a_bad_study_file_names_the_key(tmp_path: Path) -> None:
     assert proc.returncode == ExitCode.USAGE
     assert "launcher" in proc.stderr
     assert "Traceback" not in proc.stderr
+
+
+def test_ctrl_c_stops_the_server_and_keeps_what_was_measured(tmp_path: Path) -> None:
+    folder = tmp_path / "tune-batch"
+    proc = subprocess.Popen([str(HARNESS), "tune", STUDY, "--out", str(tmp_path)], cwd=ROOT,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)  # fmt: skip
+    try:
+        deadline = time.monotonic() + 120
+        while time.monotonic() < deadline and proc.poll() is None:
+            if (folder / "study.json").is_file() and len(launched(folder)) >= 2:
+                break  # the first setting is measured, the second server is starting or up
+            time.sleep(0.2)
+        time.sleep(2.0)
+        proc.send_signal(signal.SIGINT)
+        out, err = proc.communicate(timeout=60)
+    finally:
+        proc.kill()
+    assert proc.returncode == ExitCode.INTERRUPTED, out + err
+    assert "rerun the same command to measure the rest" in err
+    assert "Traceback" not in err
+    doc = read_json(folder / "study.json")
+    assert [t["status"] for t in doc["trials"]] == ["measured"]
+    assert not doc["complete"]
+    # the cut setting's server is gone: nothing listens on its port any more
+    log = (folder / "trial-001" / "server.log").read_text()
+    port = int(log.split("--port ")[1].split()[0])
+    with pytest.raises(ConnectionRefusedError):
+        socket.create_connection(("127.0.0.1", port), timeout=1).close()
