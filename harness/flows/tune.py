@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import json
 import math
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -58,7 +59,7 @@ class TuneRequest:
 class _Tuning:
     """One study's run: the launcher, the measurement, the documents after each setting."""
 
-    def __init__(self, req: TuneRequest, console: Console, announce: Any) -> None:
+    def __init__(self, req: TuneRequest, console: Console, announce: Callable[[str], None]) -> None:
         self.req, self.console, self.announce = req, console, announce
         self.study: Study = load_study(req.study_file, list(req.overrides))
         where = str(req.study_file)
@@ -86,7 +87,7 @@ class _Tuning:
                     got = self._capacity(served.url, trial_dir)
                 else:
                     run_dir = self.runner.run({"trial": served.url}, trial_dir)["trial"]
-                    got = self._from_run(run_dir, trial_dir)
+                    got = self._from_run(run_dir)
             except BaseException:
                 self.runner.stop()
                 raise
@@ -95,7 +96,7 @@ class _Tuning:
         got.attrs["notes"] = list(served.notes)
         return got
 
-    def _from_run(self, run_dir: Path, trial_dir: Path) -> Measured:
+    def _from_run(self, run_dir: Path) -> Measured:
         verdict = read_verdict(run_dir)
         summary = verdict.get("summary") or {}
         objective: dict[str, Any] = next((o for o in verdict.get("objectives", [])
@@ -136,7 +137,7 @@ class _Tuning:
             return Measured(None, None, "INVALID", {}, doc.get("reason", ""))
         if at is None:  # nothing held: no throughput within the policy
             at = min(probes, key=lambda p: p["level"])
-        got = self._from_run(Path(at["run_dir"]), trial_dir)
+        got = self._from_run(Path(at["run_dir"]))
         verdict = {"FOUND": "PASS", "ABOVE": "PASS", "NONE": "FAIL"}.get(outcome, "INCONCLUSIVE")
         attrs = {**got.attrs, "capacity_level": cap.get("level"), "capacity_unit": doc["unit"],
                  "run_dir": str(found[-1].parent.relative_to(self.folder))}  # fmt: skip
@@ -188,7 +189,9 @@ class _Tuning:
         self.console.print(f"results: {self.folder}", soft_wrap=True)
 
 
-def tune_and_report(req: TuneRequest, console: Console, announce: Any) -> ExitCode:
+def tune_and_report(
+    req: TuneRequest, console: Console, announce: Callable[[str], None]
+) -> ExitCode:
     """The command: the study (resumed where it stopped), its documents, and an exit code:
     0 a setting passes, 1 none passes, 3 none could be decided, 4 none could be measured."""
     tuning = _Tuning(req, console, announce)
@@ -218,7 +221,7 @@ def tune_and_report(req: TuneRequest, console: Console, announce: Any) -> ExitCo
             ) from None
         _restore(tuning.launcher)
         tuning.write(complete=True)
-    _report(tuning, announce)
+    write_report_quietly(tuning.folder, announce)
     tuning.print_result()
     return _exit_code(tuning.doc)
 
@@ -228,10 +231,6 @@ def _restore(launcher: Launcher) -> None:
     restore = getattr(launcher, "restore", None)
     if callable(restore):
         restore()
-
-
-def _report(tuning: _Tuning, announce: Any) -> None:
-    write_report_quietly(tuning.folder, announce)
 
 
 def _exit_code(doc: dict[str, Any]) -> ExitCode:

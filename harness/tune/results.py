@@ -24,6 +24,12 @@ from harness.spec.policy import Band, Objective, Policy
 from harness.spec.study import Study
 
 STUDY_SCHEMA: Final = 1
+#: What a setting's row shows, from its trial's user attributes (None where not measured).
+ROW_ATTRS: Final = (
+    "verdict", "throughput", "latency", "request_rate", "output_token_rate", "goodput",
+    "ttft_p50_s", "ttft_p99_s", "itl_p50_s", "itl_p99_s", "e2el_p50_s", "e2el_p99_s",
+    "requests", "duration_s", "run_dir", "capacity_level", "capacity_unit", "reason",
+)  # fmt: skip
 #: Throughputs this close to the best passing one are a tie, broken by latency.
 SAME_THROUGHPUT: Final = 0.01
 THROUGHPUT_UNITS: Final = {"output_token_rate": "tok/s", "request_rate": "req/s",
@@ -88,10 +94,7 @@ def trial_row(trial: FrozenTrial) -> dict[str, Any]:
     attrs = trial.user_attrs
     row: dict[str, Any] = {"number": trial.number, "params": dict(trial.params),
                            "status": attrs.get("status", "interrupted")}  # fmt: skip
-    for name in ("verdict", "throughput", "latency", "request_rate", "output_token_rate",
-                 "goodput", "ttft_p50_s", "ttft_p99_s", "itl_p50_s", "itl_p99_s",
-                 "e2el_p50_s", "e2el_p99_s", "requests", "duration_s", "run_dir",
-                 "capacity_level", "capacity_unit", "reason"):  # fmt: skip
+    for name in ROW_ATTRS:
         row[name] = attrs.get(name)
     row["notes"] = list(attrs.get("notes") or [])
     row["log_tail"] = list(attrs.get("log_tail") or [])

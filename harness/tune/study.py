@@ -33,17 +33,11 @@ from harness.spec.study import Range, Scalar, Study
 from harness.tune.launch import LaunchFailed
 
 JOURNAL: Final = "study.journal"
-#: Trial states of Optuna's that end a setting for good (user attribute "status").
-FINAL: Final = frozenset({"measured", "launch_failed", "error"})
+#: Statuses (a trial's user attribute) that end a setting for good; "error" does so only
+#: after ATTEMPTS invalid runs.
+FINAL: Final = frozenset({"measured", "launch_failed"})
 #: Runs of a setting whose measurement was invalid before its error is final.
 ATTEMPTS: Final = 2
-#: Measured values a trial carries as user attributes, for the study's table.
-ATTRS: Final = (
-    "verdict", "throughput", "latency", "request_rate", "output_token_rate", "goodput",
-    "ttft_p50_s", "ttft_p99_s", "itl_p50_s", "itl_p99_s", "e2el_p50_s", "e2el_p99_s",
-    "requests", "duration_s", "run_dir", "capacity_level", "capacity_unit", "notes",
-    "log_tail", "reason",
-)  # fmt: skip
 
 
 @dataclass(frozen=True, slots=True)
