@@ -40,12 +40,15 @@ def e2e(session: nox.Session) -> None:
 
 @nox.session
 def bench(session: nox.Session) -> None:
-    """Benchmarks, kept out of the default run: hot paths beside references, dispatch, and
-    the client's fidelity and throughput beside aiohttp + uvloop."""
+    """Benchmarks, kept out of the default run: hot paths beside references, dispatch, the
+    client's fidelity and throughput beside aiohttp + uvloop, and the whole `harness run`
+    beside that client and vLLM's benchmark client (with a per-stage profile)."""
     session.run(PY, "-m", "pytest", "tests/benchmarks", "--benchmark-only", *session.posargs)
     session.run(PY, "tests/benchmarks/dispatch_rate.py")
     session.run(PY, "tests/benchmarks/dispatch_rate.py", "--arrivals", "5000", "200")
     session.run(PY, "tests/benchmarks/fidelity/fidelity.py")
+    session.run(PY, "tests/benchmarks/fidelity/whole_run.py")
+    session.run(PY, "tests/benchmarks/fidelity/whole_run.py", "--profile", "--streams", "128")
     session.run(PY, "tests/benchmarks/judge_scale.py")
     session.run(PY, "tests/benchmarks/early_looks.py")
     session.run(PY, "tests/benchmarks/capacity_cost.py")

@@ -27,11 +27,6 @@ from typing import Any
 
 from harness.collectors.series import Point
 
-try:
-    import pynvml as _pynvml
-except ImportError:  # pragma: no cover - nvidia-ml-py is a dependency; said once by start()
-    _pynvml = None
-
 SOURCE = "nvml"
 
 # Bit -> name, the values of pynvml's nvmlClocksEventReason* (formerly ...ThrottleReason*).
@@ -123,6 +118,16 @@ class _Gpu:
     throttle_read: bool = False
 
 
+def _pynvml() -> Any:
+    """The pynvml module, or None where it is missing; imported when a sampler is made, not with
+    this module (the harness imports it before its load only for the agent's names)."""
+    try:
+        import pynvml
+    except ImportError:  # pragma: no cover - nvidia-ml-py is a dependency; said once by start()
+        return None
+    return pynvml
+
+
 class NvmlSampler:
     """Samples every GPU (or ``devices``, NVML indices) each ``interval_s`` on a daemon thread.
 
@@ -144,7 +149,7 @@ class NvmlSampler:
         self.devices = None if devices is None else list(devices)
         self.points: list[Point] = []
         self._sink = sink if sink is not None else self.points.extend
-        self._nvml: Any = nvml if nvml is not None else _pynvml
+        self._nvml: Any = nvml if nvml is not None else _pynvml()
         self._clock = clock
         self.unavailable: str | None = None
         self.ticks = 0

@@ -9,6 +9,7 @@ reason in ``server.json``, and the objectives that need its data are INCONCLUSIV
 
 from __future__ import annotations
 
+import functools
 import json
 import os
 import subprocess
@@ -17,11 +18,8 @@ import threading
 from collections import defaultdict
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import IO, Any
+from typing import IO, TYPE_CHECKING, Any
 from urllib.parse import urlsplit, urlunsplit
-
-import pyarrow as pa
-import pyarrow.parquet as pq
 
 from harness.collectors import prometheus
 from harness.collectors.agent import SNAPSHOTS_NAME
@@ -33,20 +31,40 @@ from harness.records.log import read_jsonl
 from harness.records.run_dir import Timeline
 from harness.spec.collect import CollectSpec, ServerSource
 
+if TYPE_CHECKING:
+    import pyarrow as pa
+
+# pyarrow is imported when the samples are written, after the load (``finalize``): starting the
+# collectors before it needs nothing heavier than the standard library.
+
 SERVER_NAME = "server.json"
 SERVER_SCHEMA = 1
 READY_TIMEOUT_S = 30.0
 
-SAMPLE_SCHEMA = pa.schema(
-    [
-        ("source", pa.string()),
-        ("metric", pa.string()),
-        ("series", pa.string()),
-        ("wall", pa.float64()),
-        ("t", pa.float64()),
-        ("value", pa.float64()),
-    ]
-)
+#: The samples' Arrow schema, built on first use (``__getattr__`` below, PEP 562).
+SAMPLE_SCHEMA: pa.Schema
+
+
+@functools.cache
+def _sample_schema() -> pa.Schema:
+    import pyarrow as pa
+
+    return pa.schema(
+        [
+            ("source", pa.string()),
+            ("metric", pa.string()),
+            ("series", pa.string()),
+            ("wall", pa.float64()),
+            ("t", pa.float64()),
+            ("value", pa.float64()),
+        ]
+    )
+
+
+def __getattr__(name: str) -> Any:
+    if name == "SAMPLE_SCHEMA":
+        return _sample_schema()
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
 @dataclass(frozen=True, slots=True)
@@ -339,6 +357,9 @@ def _write_samples(
     snaps: dict[str, list[Snapshot]],
 ) -> None:
     """samples.parquet: GPU points as sampled, server gauges and counter rates from snapshots."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
     jsonl = run_dir / SAMPLES_JSONL
     rows = read_jsonl(jsonl)
     for entry in doc["sources"]:
@@ -352,7 +373,7 @@ def _write_samples(
     offset = 0.0 if timeline is None else timeline.t_start - timeline.wall_start
     for row in rows:
         row["t"] = row["wall"] + offset if timeline is not None else None
-    table = pa.Table.from_pylist(rows, schema=SAMPLE_SCHEMA)
+    table = pa.Table.from_pylist(rows, schema=_sample_schema())
     tmp = run_dir / (SAMPLES_PARQUET + ".tmp")
     pq.write_table(table, tmp)
     tmp.replace(run_dir / SAMPLES_PARQUET)

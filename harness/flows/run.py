@@ -12,7 +12,7 @@ import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from rich.console import Console
 
@@ -24,10 +24,6 @@ from harness.collectors.session import (
     session_manifest,
 )
 from harness.errors import ExitCode, RunInterrupted, UsageError, note_run_dir
-from harness.flows.evaluate import judge_run
-from harness.judge.classify import exit_code
-from harness.judge.early import EarlyJudge
-from harness.judge.verdict import Verdict
 from harness.load.distributed import host_port, run_master
 from harness.load.driver import LoadOutcome, LoadPlan, run_load
 from harness.load.openai_api import endpoint_for
@@ -36,9 +32,6 @@ from harness.load.target import ResolvedTarget, auth_only, preflight, resolve, s
 from harness.records.log import RecordLog, consolidate
 from harness.records.record import RequestRecord
 from harness.records.run_dir import Manifest, new_run_dir
-from harness.report.files import SUMMARY_FILE
-from harness.report.html import write_report_quietly
-from harness.report.table import print_verdict
 from harness.spec.load import ClosedLoop, PoissonArrivals
 from harness.spec.policy import Policy, load_policy
 from harness.spec.scenario import Scenario, check_base_url, load_scenario, policy_path
@@ -55,6 +48,14 @@ from harness.workload.tokens import (
     server_counter,
     with_overhead,
 )
+
+if TYPE_CHECKING:
+    from harness.judge.early import EarlyJudge
+    from harness.judge.verdict import Verdict
+
+# The judge, the early looks and the reports (with scipy, pandas and plotly under them) are
+# imported inside the functions that use them, after the load: `harness run` reaches its first
+# request in well under a CPU-second (tests/unit/test_layout.py allows exactly these imports).
 
 
 @dataclass(frozen=True, slots=True)
@@ -151,6 +152,11 @@ def run_and_report(req: RunRequest, console: Console, announce: Callable[[str], 
     """The command: run, print the verdict table, write the HTML report (a failure to is a
     warning, never another exit code), and give the exit code."""
     result = execute(req, announce)
+    from harness.judge.classify import exit_code
+    from harness.report.files import SUMMARY_FILE
+    from harness.report.html import write_report_quietly
+    from harness.report.table import print_verdict
+
     print_verdict(result.verdict, console)
     console.print(f"results: {result.run_dir}", soft_wrap=True)
     if req.report:
@@ -243,6 +249,8 @@ def execute(req: RunRequest, announce: Callable[[str], None] = lambda _: None) -
         )
     consolidate(run_dir)
     manifest.write(run_dir)
+    from harness.flows.evaluate import judge_run
+
     verdict = judge_run(run_dir, policy)
     return RunResult(run_dir=run_dir, verdict=verdict, interrupted=outcome.interrupted)
 
@@ -295,11 +303,9 @@ def _drive(
 ) -> tuple[LoadOutcome, dict[str, Any] | None]:
     """The load phase; with load.early_stop (single process), also the looks' record."""
     scenario = inputs.scenario
-    looks = scenario.load.early_stop is not None
-    expect = scenario.target.expect_backend
     if req.workers or req.master_bind:
         host, port = host_port(req.master_bind) if req.master_bind else ("127.0.0.1", 0)
-        judge = EarlyJudge(inputs.policy, scenario.load, expect) if looks else None
+        judge = _early_judge(inputs)
 
         def gathered(record: RequestRecord) -> None:
             log.write(record)
@@ -310,7 +316,7 @@ def _drive(
             scenario, inputs.workload, req.scenario_file.parent.resolve(), target.url,
             target.model, gathered, workers=max(req.workers, 1), bind_host=host,
             bind_port=port, spawn_local=req.master_bind is None, announce=announce,
-            decide_early=judge,
+            decide_early=judge, run_id=log.path.parent.name,
         )  # fmt: skip
         if judge is None:
             return outcome, None
@@ -322,9 +328,10 @@ def _drive(
         endpoint=endpoint_for(scenario, target.url),
         model=target.model,
         workload=inputs.workload,
+        run_id=log.path.parent.name,
     )
     stats = LiveStats()
-    early = EarlyJudge(inputs.policy, scenario.load, expect) if looks else None
+    early = _early_judge(inputs)
 
     def sink(record: RequestRecord) -> None:
         log.write(record)
@@ -343,3 +350,14 @@ def _drive(
     if outcome.stopped_early:
         announce(f"stopped early: {outcome.stopped_early}")
     return outcome, early.manifest(outcome.stopped_early)
+
+
+def _early_judge(inputs: Inputs) -> EarlyJudge | None:
+    """With load.early_stop, the judge that looks at the records as they come; its statistics
+    are imported only then, so a run without early stop starts its load without them."""
+    scenario = inputs.scenario
+    if scenario.load.early_stop is None:
+        return None
+    from harness.judge.early import EarlyJudge
+
+    return EarlyJudge(inputs.policy, scenario.load, scenario.target.expect_backend)

@@ -67,17 +67,28 @@ class RequestOptions:
     request_timeout_s: float
 
 
+#: The request's id on the wire, so a server's logs (vLLM with --enable-request-id-headers,
+#: gateways, proxies) name the record it belongs to: "<run id>-<request id>".
+REQUEST_ID_HEADER = "X-Request-Id"
+
+
 def send(
-    http: HTTPClient, opts: RequestOptions, body: bytes, cut_reason: str, want_text: bool = False
+    http: HTTPClient,
+    opts: RequestOptions,
+    body: bytes,
+    cut_reason: str,
+    want_text: bool = False,
+    request_id: str | None = None,
 ) -> Exchange:
     """Send one request and read its answer; always returns an Exchange (or raises Cut)."""
     ep = opts.endpoint
+    headers = ep.headers if request_id is None else {**ep.headers, REQUEST_ID_HEADER: request_id}
     state = StreamState(collect_text=want_text)
     stream: RawStream | None = None
     ex = Exchange(wall_sent=time.time(), t_sent=time.monotonic())
     try:
         with gevent.Timeout(opts.request_timeout_s, _Deadline):
-            stream = RawStream(http.request("POST", ep.path, body=body, headers=ep.headers))
+            stream = RawStream(http.request("POST", ep.path, body=body, headers=headers))
             ex.status = stream.status
             ex.served_by, ex.fallbacks, ex.retries = gateway_route(stream.header)
             if not 200 <= ex.status < 300:

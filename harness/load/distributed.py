@@ -36,7 +36,7 @@ from harness.load.driver import (
     generator_report,
     stop_on_signals,
 )
-from harness.load.guard import LoadGuard
+from harness.load.guard import LoadGuard, frozen_heap
 from harness.load.openai_api import endpoint_for
 from harness.records.record import RequestRecord
 from harness.records.run_dir import Timeline
@@ -90,6 +90,7 @@ def run_master(
     announce: Callable[[str], None] = lambda _: None,
     connect_timeout_s: float = 60.0,
     decide_early: Callable[[float], str | None] | None = None,
+    run_id: str = "",
 ) -> LoadOutcome:
     """Run the scenario on `workers` worker processes and gather every record through sink.
 
@@ -97,9 +98,8 @@ def run_master(
     (``decide_early``) and tells every worker to stop sending once it decides."""
     port = bind_port or free_port()
     state = RunState(sink=sink)  # only for the signal handler's `finished`
-    plan = LoadPlan(
-        scenario=scenario, endpoint=endpoint_for(scenario, url), model=model, workload=workload
-    )
+    plan = LoadPlan(scenario=scenario, endpoint=endpoint_for(scenario, url), model=model,
+                    workload=workload, run_id=run_id)  # fmt: skip
     env = Environment(user_classes=[configure_driver(plan, state)])
     runner = env.create_master_runner(master_bind_host=bind_host, master_bind_port=port)
     got = _Collected()
@@ -168,6 +168,7 @@ def run_master(
                     "model": model,
                     "worker_index": i,
                     "worker_count": workers,
+                    "run_id": run_id,
                     "master_host": socket.gethostname(),
                     "master_time": time.monotonic(),
                     "tokens": table_to_wire(tokens) if tokens is not None else None,
@@ -336,6 +337,7 @@ def run_worker(master_host: str, master_port: int, timeout_s: float = 7 * 86_400
             worker=f"w{data['worker_index']}",
             worker_index=int(data["worker_index"]),
             worker_count=int(data["worker_count"]),
+            run_id=str(data.get("run_id") or ""),
         )
         batcher = _Batcher(runner, offset)
         state = RunState(sink=batcher)
@@ -366,7 +368,8 @@ def run_worker(master_host: str, master_port: int, timeout_s: float = 7 * 86_400
 def _report_when_done(
     runner: Any, state: RunState, batcher: _Batcher, offset: float, guard: LoadGuard
 ) -> None:
-    state.finished.wait()
+    with frozen_heap():  # no full collection walks the start-up's objects while load runs
+        state.finished.wait()
     report = guard.stop()
     batcher.close()
     done: dict[str, Any] = {

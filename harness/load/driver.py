@@ -28,7 +28,7 @@ from locust.env import Environment
 from locust.exception import StopUser
 
 from harness.load.client import Cut, Exchange, RequestOptions, send
-from harness.load.guard import LoadGuard
+from harness.load.guard import LoadGuard, frozen_heap
 from harness.load.openai_api import Endpoint, request_body
 from harness.load.schedule import arrival_offsets, users_at
 from harness.records.generator import GuardReport
@@ -53,6 +53,8 @@ class LoadPlan:
     worker: str = "local"
     worker_index: int = 0  # this generator's place among worker_count (distributed runs)
     worker_count: int = 1
+    run_id: str = ""  # the run folder's name: each request's X-Request-Id starts with it
+    locust_stats: bool = False  # fire Locust's request events (only its web UI reads them)
 
     @property
     def share(self) -> float:
@@ -132,6 +134,7 @@ class LoadSchedule:
         ep = self.plan.endpoint
         self.http = user.client.client.clientpool.get_client(URL(ep.base_url + ep.path))
         self.group = user.state.group
+        self.wire_prefix = f"{self.plan.run_id or 'harness'}-"
         self.options = RequestOptions(
             endpoint=ep, stream=sc.target.stream, request_timeout_s=sc.target.request_timeout_s
         )
@@ -272,7 +275,8 @@ class LoadSchedule:
                 state.on_send()
             body = request_body(plan.scenario, plan.model, spec)
             try:
-                ex = send(self.http, self.options, body, state.cut_reason, want_text=want_text)
+                ex = send(self.http, self.options, body, state.cut_reason, want_text=want_text,
+                          request_id=f"{self.wire_prefix}{request_id}")  # fmt: skip
             except Cut as cut:
                 if state.interrupted is not None:
                     cut.exchange.error = ErrorClass.ABORTED
@@ -287,7 +291,8 @@ class LoadSchedule:
                 counted = False
             record = _make_record(self, request_id, intended, ex, spec, counted)
             state.sink(record)
-            self._report_to_locust(record)
+            if plan.locust_stats:
+                self._report_to_locust(record)
             reply = ex.reply_text if ex.error is None else None
 
     def _report_to_locust(self, record: RequestRecord) -> None:
@@ -385,6 +390,9 @@ def stop_on_signals(state: RunState, stop_signal: list[int]) -> None:
             state.t_interrupted = time.monotonic()
             state.wall_interrupted = time.time()
         stop_signal.append(signum)
+        # Nothing new goes out after a stop: an arrival dispatched while the run is torn
+        # down would be late by the teardown, and counted as the generator's lag.
+        state.stop_sending.set()
         state.finished.set()
 
     for signum in (signal.SIGINT, signal.SIGTERM):
@@ -429,9 +437,11 @@ def run_load(
     if early is not None and decide_early is not None:
         looker = gevent.spawn(_look, state, early.every_s, early.min_s, decide_early)
     try:
-        runner.start(1, spawn_rate=1)
-        state.finished.wait(timeout=budget)
+        with frozen_heap():
+            runner.start(1, spawn_rate=1)
+            state.finished.wait(timeout=budget)
     finally:
+        state.stop_sending.set()  # no arrival is dispatched unwatched by the guard
         if looker is not None:
             looker.kill(block=False)
         report = guard.stop()

@@ -5,9 +5,12 @@ saturation check (``judge.saturation``).
 
 from __future__ import annotations
 
+import contextlib
+import gc
 import random
 import time
 from array import array
+from collections.abc import Iterator
 from typing import Any
 
 import gevent
@@ -93,3 +96,19 @@ class LoadGuard:
 
 def _quantile(values: npt.NDArray[np.float64] | None, q: float) -> float | None:
     return None if values is None else float(np.quantile(values, q))
+
+
+@contextlib.contextmanager
+def frozen_heap() -> Iterator[None]:
+    """While the load runs, the garbage collector skips everything made before it.
+
+    A full collection walks every tracked object: after start-up (gevent, Locust, pydantic,
+    numpy) about 150 000 of them, an 80 ms stall of the event loop on this project's CI
+    machine, in which every chunk that arrives is stamped late. Frozen, a full collection walks
+    only what the load made (records are written and dropped), well under a millisecond.
+    Thawed afterwards, so the analysis collects as usual."""
+    gc.freeze()
+    try:
+        yield
+    finally:
+        gc.unfreeze()

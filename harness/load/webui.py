@@ -56,9 +56,8 @@ def serve_ui(
     announce: Callable[[str], None],
 ) -> int:
     """Serve the UI until Ctrl-C or SIGTERM; returns how many records were written."""
-    plan = LoadPlan(
-        scenario=scenario, endpoint=endpoint_for(scenario, url), model=model, workload=workload
-    )
+    plan = LoadPlan(scenario=scenario, endpoint=endpoint_for(scenario, url), model=model,
+                    workload=workload, run_id=log.path.parent.name, locust_stats=True)  # fmt: skip
     state = RunState(sink=log.write)
     InteractiveUser.host = plan.endpoint.base_url
     InteractiveUser.connection_timeout = scenario.target.connect_timeout_s

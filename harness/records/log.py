@@ -5,50 +5,67 @@ A killed run keeps every record written so far; `read_table` reads whichever for
 
 from __future__ import annotations
 
+import functools
 import json
 from pathlib import Path
-from typing import IO, Any
-
-import pandas as pd
-import pyarrow as pa
-import pyarrow.compute as pc
-import pyarrow.parquet as pq
+from typing import IO, TYPE_CHECKING, Any
 
 from harness.errors import ResultsError
 from harness.records.record import ErrorClass, RequestRecord
 
+if TYPE_CHECKING:
+    import pandas as pd
+    import pyarrow as pa
+
+# pandas and pyarrow are imported by the functions that read and consolidate records, after the
+# load: writing them (RecordLog) needs neither, so `harness run` starts its load without them.
+
 RECORDS_JSONL = "records.jsonl"
 RECORDS_PARQUET = "records.parquet"
 
-RECORD_SCHEMA = pa.schema(
-    [
-        ("request_id", pa.int64()),
-        ("worker", pa.string()),
-        ("phase", pa.string()),
-        ("stream", pa.bool_()),
-        ("wall_sent", pa.float64()),
-        ("t_intended", pa.float64()),
-        ("t_sent", pa.float64()),
-        ("t_first", pa.float64()),
-        ("t_last", pa.float64()),
-        ("t_done", pa.float64()),
-        ("chunk_times", pa.list_(pa.float64())),
-        ("prompt_tokens", pa.int64()),
-        ("output_tokens", pa.int64()),
-        ("status", pa.int64()),
-        ("error", pa.string()),
-        ("error_detail", pa.string()),
-        ("session", pa.int64()),
-        ("turn", pa.int64()),
-        ("planned_prompt_tokens", pa.int64()),
-        ("max_tokens", pa.int64()),
-        ("output_counted", pa.bool_()),
-        ("served_by", pa.string()),
-        ("fallbacks", pa.int64()),
-        ("retries", pa.int64()),
-        ("served_model", pa.string()),
-    ]
-)
+#: The records' Arrow schema, built on first use (``__getattr__`` below, PEP 562).
+RECORD_SCHEMA: pa.Schema
+
+
+@functools.cache
+def _record_schema() -> pa.Schema:
+    import pyarrow as pa
+
+    return pa.schema(
+        [
+            ("request_id", pa.int64()),
+            ("worker", pa.string()),
+            ("phase", pa.string()),
+            ("stream", pa.bool_()),
+            ("wall_sent", pa.float64()),
+            ("t_intended", pa.float64()),
+            ("t_sent", pa.float64()),
+            ("t_first", pa.float64()),
+            ("t_last", pa.float64()),
+            ("t_done", pa.float64()),
+            ("chunk_times", pa.list_(pa.float64())),
+            ("prompt_tokens", pa.int64()),
+            ("output_tokens", pa.int64()),
+            ("status", pa.int64()),
+            ("error", pa.string()),
+            ("error_detail", pa.string()),
+            ("session", pa.int64()),
+            ("turn", pa.int64()),
+            ("planned_prompt_tokens", pa.int64()),
+            ("max_tokens", pa.int64()),
+            ("output_counted", pa.bool_()),
+            ("served_by", pa.string()),
+            ("fallbacks", pa.int64()),
+            ("retries", pa.int64()),
+            ("served_model", pa.string()),
+        ]
+    )
+
+
+def __getattr__(name: str) -> Any:
+    if name == "RECORD_SCHEMA":
+        return _record_schema()
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
 class RecordLog:
@@ -92,10 +109,13 @@ def read_jsonl(path: Path) -> list[dict[str, Any]]:
 
 def consolidate(run_dir: Path) -> Path:
     """Write records.parquet from records.jsonl, then drop the JSON lines."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
     src = run_dir / RECORDS_JSONL
     dst = run_dir / RECORDS_PARQUET
     rows = read_jsonl(src)
-    table = pa.Table.from_pylist(rows, schema=RECORD_SCHEMA)
+    table = pa.Table.from_pylist(rows, schema=_record_schema())
     tmp = dst.with_suffix(".parquet.tmp")
     pq.write_table(table, tmp)
     tmp.replace(dst)
@@ -111,7 +131,9 @@ def read_table(run_dir: Path) -> pa.Table:
         return _read_parquet(parquet)
     jsonl = run_dir / RECORDS_JSONL
     if jsonl.exists():
-        return pa.Table.from_pylist(read_jsonl(jsonl), schema=RECORD_SCHEMA)
+        import pyarrow as pa
+
+        return pa.Table.from_pylist(read_jsonl(jsonl), schema=_record_schema())
     raise ResultsError(f"{run_dir}: no {RECORDS_PARQUET} or {RECORDS_JSONL}: not a run folder?")
 
 
@@ -121,6 +143,9 @@ REQUIRED_COLUMNS = ("request_id", "phase", "t_sent", "t_done", "error")
 
 def _read_parquet(path: Path) -> pa.Table:
     """records.parquet, refusing a file that is damaged or is not a harness records file."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
     try:
         names = set(pq.read_schema(path).names)
         missing = [c for c in REQUIRED_COLUMNS if c not in names]
@@ -128,7 +153,7 @@ def _read_parquet(path: Path) -> pa.Table:
             raise ResultsError(
                 f"{path}: not a harness records file (no {', '.join(missing)} column)"
             )
-        return pq.read_table(path, schema=RECORD_SCHEMA)
+        return pq.read_table(path, schema=_record_schema())
     except (pa.ArrowException, OSError, ValueError) as exc:
         raise ResultsError(f"{path}: unreadable records file: {exc}") from None
 
@@ -143,6 +168,8 @@ def without_aborted(table: pa.Table) -> tuple[pa.Table, int]:
     """The records less those a signal aborted in flight (they say nothing of the target: an
     interrupted run is judged on what was sent before the signal and finished), and how many
     those were."""
+    import pyarrow.compute as pc
+
     aborted = pc.fill_null(pc.equal(table["error"], ErrorClass.ABORTED.value), False)
     count = int(pc.sum(aborted).as_py() or 0)
     return (table.filter(pc.invert(aborted)) if count else table), count

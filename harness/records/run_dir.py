@@ -12,13 +12,13 @@ import time
 from dataclasses import dataclass, field
 from importlib import metadata
 from pathlib import Path
-from typing import Any
-
-import pyarrow as pa
-import pyarrow.compute as pc
+from typing import TYPE_CHECKING, Any
 
 from harness import __version__
 from harness.errors import ResultsError
+
+if TYPE_CHECKING:
+    import pyarrow as pa
 
 MANIFEST_SCHEMA = 1
 MANIFEST_NAME = "manifest.json"
@@ -195,6 +195,8 @@ def measured_window(manifest: Manifest, table: pa.Table) -> tuple[float, float]:
 
 def _window_from_records(table: pa.Table) -> tuple[float, float]:
     """The measured window of a run that never wrote its timeline: first send to last answer."""
+    import pyarrow.compute as pc  # here, not above: the load writes run folders without pyarrow
+
     measured = table.filter(pc.equal(table["phase"], "measure"))
     if measured.num_rows == 0:
         return 0.0, 0.0  # nothing measured: every objective will be INCONCLUSIVE

@@ -36,6 +36,7 @@ class Server:
     def __init__(self, scripts: list[Script]) -> None:
         self.scripts = scripts
         self.connections = 0
+        self.heads: list[bytes] = []  # each request's line and headers, as received
         self.listener = socket.create_server(("127.0.0.1", 0))
         self.port = self.listener.getsockname()[1]
         threading.Thread(target=self._accept, daemon=True).start()
@@ -59,6 +60,7 @@ class Server:
                         return
                     buf += data
                 head, _, buf = buf.partition(b"\r\n\r\n")
+                self.heads.append(head)
                 length = int(head.lower().split(b"content-length:")[1].split(b"\r\n")[0])
                 while len(buf) < length:
                     buf += conn.recv(65536)
@@ -120,6 +122,20 @@ def test_a_line_is_timed_when_its_last_byte_arrives(
     assert first >= 0.2  # not when its first half came
     assert second == first  # arrived together: one recv, one time
     assert third - second >= 0.09
+
+
+def test_each_request_carries_its_id_for_the_server_s_logs(
+    serve: Callable[..., tuple[Server, HTTPClient]],
+) -> None:
+    server, http = serve(_stream(CHUNK + END), _stream(CHUNK + END))
+    assert (
+        send(http, _options(), b"{}", "cut", request_id="20261203T0216Z-base-7f5b-41").error is None
+    )
+    assert send(http, _options(), b"{}", "cut").error is None
+    first, second = (dict(line.split(b": ", 1) for line in h.split(b"\r\n")[1:])
+                     for h in server.heads)  # fmt: skip
+    assert first[b"X-Request-Id"] == b"20261203T0216Z-base-7f5b-41"
+    assert b"X-Request-Id" not in second
 
 
 def test_a_silent_stream_is_cut_after_the_read_timeout(

@@ -130,3 +130,24 @@ def test_a_loop_busy_60ms_at_a_time_reports_the_lag_and_a_full_core() -> None:
     assert known(r.cpu_mean) == pytest.approx(psutil_cpu, abs=0.1)
     assert known(r.cpu_mean) > 0.25
     assert assess(r)[0].startswith("load generator saturated: event-loop lag p99")
+
+
+def test_the_load_runs_with_the_start_up_s_objects_frozen_and_thawed_after() -> None:
+    """A full collection during the load walks only what the load made (see frozen_heap)."""
+    script = (
+        "import gc, json\n"
+        "from harness.load.guard import frozen_heap\n"
+        "made = [[i] for i in range(100_000)]\n"
+        "with frozen_heap():\n"
+        "    during = gc.get_freeze_count()\n"
+        "    cycle = []; cycle.append(cycle); del cycle\n"
+        "    freed = gc.collect()\n"
+        "print(json.dumps({'during': during, 'after': gc.get_freeze_count(), 'freed': freed}))\n"
+    )
+    proc = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True,
+                          timeout=60, check=False)  # fmt: skip
+    assert proc.returncode == 0, proc.stderr
+    out = json.loads(proc.stdout)
+    assert out["during"] >= 100_000  # the start-up's objects, the test's own included
+    assert out["freed"] >= 1  # what the load makes is still collected
+    assert out["after"] == 0  # the analysis after the load collects everything again

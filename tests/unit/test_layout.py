@@ -1,11 +1,14 @@
 """The package's layout as a contract (docs/architecture.md): every module imports only from its
-own stage or the stages below it, only the CLI imports lazily, public names say one thing each,
-and nothing points at files outside the repository."""
+own stage or the stages below it, only the CLI imports lazily (and `harness run` its analysis,
+after the load), public names say one thing each, and nothing points at files outside the
+repository."""
 
 from __future__ import annotations
 
 import ast
 import re
+import subprocess
+import sys
 from collections import defaultdict
 from dataclasses import dataclass
 from pathlib import Path
@@ -125,17 +128,48 @@ def test_the_simulator_is_a_program_of_its_own() -> None:
     assert not outside
 
 
+#: The one exception to "only the CLI imports lazily": `harness run` imports the analysis stack
+#: (the judge, the reports, and scipy, pandas, pyarrow and plotly under them) only after the load,
+#: so it starts its load in under a CPU-second; the early judge only when load.early_stop is set.
+AFTER_THE_LOAD = {
+    ("harness.flows.run", "harness.flows.evaluate"),
+    ("harness.flows.run", "harness.judge.classify"),
+    ("harness.flows.run", "harness.judge.early"),
+    ("harness.flows.run", "harness.report.files"),
+    ("harness.flows.run", "harness.report.html"),
+    ("harness.flows.run", "harness.report.table"),
+}
+
+
 def test_only_the_cli_imports_lazily_and_one_flow_per_command() -> None:
     lazy = [i for i in ALL_IMPORTS if i.lazy]
     elsewhere = [f"{i.importer}:{i.line} imports {i.imported}" for i in lazy
-                 if i.importer != "harness.cli"]  # fmt: skip
+                 if i.importer != "harness.cli"
+                 and (i.importer, i.imported) not in AFTER_THE_LOAD]  # fmt: skip
     assert not elsewhere, "function-level imports outside harness.cli:\n" + "\n".join(elsewhere)
+    late = {(i.importer, i.imported) for i in lazy if i.importer != "harness.cli"}
+    assert late == AFTER_THE_LOAD, f"allowed but no longer lazy: {AFTER_THE_LOAD - late}"
     cli_lazy = [i.imported for i in lazy if i.importer == "harness.cli"]
     assert cli_lazy, "the CLI should import each command's flow inside the command"
     assert all(m.startswith("harness.flows.") or m == "harness.sim.command" for m in cli_lazy)
     assert len(cli_lazy) == len(set(cli_lazy)), "one import per command"
     top = {i.imported for i in ALL_IMPORTS if i.importer == "harness.cli" and not i.lazy}
     assert top <= {"harness", "harness.errors"}, top
+
+
+#: Third-party packages that only the analysis after the load needs.
+ANALYSIS_STACK = {"pandas", "pyarrow", "scipy", "plotly", "prometheus_api_client", "kubernetes",
+                  "pynvml"}  # fmt: skip
+
+
+def test_the_run_starts_its_load_without_the_analysis_stack() -> None:
+    """What `harness run` imports before its load (the CLI, the run flow) holds none of the
+    analysis stack, which costs more CPU-seconds than the whole start-up should."""
+    code = "import sys, harness.cli, harness.flows.run; print(*sorted(sys.modules))"
+    out = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True,
+                         check=True).stdout  # fmt: skip
+    loaded = {name.split(".")[0] for name in out.split()}
+    assert not loaded & ANALYSIS_STACK, sorted(loaded & ANALYSIS_STACK)
 
 
 def _public_definitions() -> dict[str, list[str]]:

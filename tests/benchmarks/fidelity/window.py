@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import resource
 import time
 from collections.abc import Sequence
@@ -46,6 +47,24 @@ class Window:
 
     def close(self) -> None:
         self.t_close, self.cpu_close = time.monotonic(), _cpu_s()
+
+    async def measure_async(self, users: Sequence[asyncio.Task[None]]) -> None:
+        """Open the window at its start, close it at its end, then let the users finish."""
+        await asyncio.sleep(max(0.0, self.start - time.monotonic()))
+        self.open()
+        await asyncio.sleep(max(0.0, self.end - time.monotonic()))
+        self.close()
+        await asyncio.wait(users, timeout=30)
+
+
+def poisson_schedule(rate: float, t0: float, end: float) -> list[float]:
+    """Intended send times before `end`: t0 + running sum of exponential gaps of mean 1/rate."""
+    rng = np.random.default_rng(1)
+    batch = max(64, int(rate * (end - t0)))
+    gaps = rng.exponential(1.0 / rate, size=batch)
+    while t0 + gaps.sum() < end:
+        gaps = np.concatenate([gaps, rng.exponential(1.0 / rate, size=batch)])
+    return [float(t) for t in t0 + np.cumsum(gaps) if t < end]
 
 
 def save(path: Path, window: Window, requests: Sequence[tuple[int, Sequence[float], bool]]) -> None:
