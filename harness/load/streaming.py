@@ -8,12 +8,13 @@ that recv's time, so a line is timed when its last byte arrived, however many ca
 together. On a plain socket we wait for it to become readable before the recv: a recv on
 an empty gevent socket raises, catches and waits under a fresh gevent.Timeout, about 2 µs
 a chunk; the read timeout is kept instead by one lazy timer per stream that looks at the
-time of the last recv. The wait is one readiness watcher per stream, started once and left
-started while the body comes: gevent's `wait_read` makes a watcher per wait, which costs
-an fcntl (the new watcher's fd check) and an epoll_ctl (re-arming the fd libev never
-disarmed) beside the one recv each chunk needs (strace of a 128-stream run: 14 304 fcntl
-and 14 383 failed epoll_ctl for 15 143 recvs). We also make sure a socket abandoned
-mid-stream is closed rather than returned to the keep-alive pool with unread bytes in it.
+time of the last recv. The wait is one readiness watcher per stream whose callback is the
+reading greenlet's own switch, and the recv goes to the OS socket directly: gevent's
+`wait_read` makes a watcher per wait, which costs an fcntl (the new watcher's fd check) and
+an epoll_ctl (re-arming an fd libev never disarmed) beside the one recv a chunk needs
+(strace of a 128-stream run: 14 304 fcntl and 14 383 failed epoll_ctl for 15 143 recvs).
+We also make sure a socket abandoned mid-stream is closed rather than returned to the
+keep-alive pool with unread bytes in it.
 """
 
 from __future__ import annotations
@@ -34,7 +35,9 @@ class RawStream:
     __slots__ = (
         "_body",
         "_fd",
+        "_hub",
         "_idle_s",
+        "_raw",
         "_reader",
         "_resp",
         "_sock",
@@ -54,6 +57,8 @@ class RawStream:
         # they keep gevent's own recv and timeout.
         plain = sock is not None and not hasattr(sock, "pending")
         self._fd: int | None = sock.fileno() if plain else None
+        self._raw: Any = getattr(sock, "_sock", None) if plain else None  # the OS socket
+        self._hub: Any = gevent.get_hub()
         self._idle_s: float | None = sock.gettimeout() if plain else None
         self._timer: Any = None
         self._watcher: Any = None  # readiness of _fd, started at the first wait
@@ -93,9 +98,7 @@ class RawStream:
             if sock is None:
                 raise HTTPConnectionClosed("connection closed.")
             try:
-                if self._fd is not None:
-                    self._wait_readable(self._fd)
-                data = sock.recv(_RECV_BYTES)
+                data = self._recv_plain() if self._raw is not None else sock.recv(_RECV_BYTES)
                 self.arrived = time.monotonic()
                 resp.feed(data)  # on the body's end the response hands the socket back
             except BaseException:
@@ -105,36 +108,38 @@ class RawStream:
             if not data and not resp.message_complete:
                 raise HTTPConnectionClosed("connection closed in the middle of the body.")
 
-    def _wait_readable(self, fd: int) -> None:
-        """Park this greenlet until the socket has bytes (or a timer throws into it)."""
-        hub = gevent.get_hub()
-        if self._reader is None:
+    def _recv_plain(self) -> bytes:
+        """Wait until the socket is readable, then recv from the OS socket itself (gevent's
+        recv wrapper would only try it the same way, one Python call deeper)."""
+        raw = self._raw
+        while True:
+            self._wait_readable()
+            try:
+                return raw.recv(_RECV_BYTES)  # type: ignore[no-any-return]
+            except BlockingIOError:  # woken with nothing to read after all: wait again
+                continue
+
+    def _wait_readable(self) -> None:
+        """Park this greenlet until the socket has bytes (or a timer throws into it). The
+        watcher wakes the reader itself (its callback is the greenlet's own switch) and is
+        started only while the reader is parked here."""
+        watcher = self._watcher
+        if watcher is None:
+            hub = gevent.get_hub()
             self._reader = gevent.getcurrent()
             if self._idle_s is not None:
                 every = max(self._idle_s / 4, 0.05)  # a silent stream is cut within 1.25 x idle_s
                 self._timer = hub.loop.timer(every, every, ref=False)
                 self._timer.start(self._check_idle)
-        watcher = self._watcher
-        if watcher is None:
-            watcher = self._watcher = hub.loop.io(fd, 1)
-        if not watcher.active:
-            watcher.start(self._on_readable)
+            watcher = self._watcher = hub.loop.io(self._fd, 1)
+        watcher.start(self._reader.switch)
         self._waiting = True
         try:
-            hub.switch()  # back here from _on_readable, or with what a timer throws
+            self._hub.switch()
         finally:
             self._waiting = False
-
-    def _on_readable(self) -> None:
-        """Runs in the hub: wake the reader parked in _wait_readable. Readiness while it is
-        not parked (it is busy, or was woken by a timer) stops the watcher until the next
-        wait rather than firing again on every turn of the loop; a wake-up with nothing to
-        read is harmless, as the gevent socket's recv waits on its own for bytes."""
-        if self._waiting:
-            self._waiting = False
-            self._reader.switch()
-        elif self._watcher is not None:
-            self._watcher.stop()
+            if self._watcher is not None:
+                self._watcher.stop()
 
     def _check_idle(self) -> None:
         """Runs in the hub: cut the read that has waited idle_s since the last bytes."""

@@ -21,6 +21,7 @@ Writes the bound port to PORT_FILE; on SIGTERM writes the send log (npz) to LOG_
 from __future__ import annotations
 
 import asyncio
+import itertools
 import re
 import resource
 import signal
@@ -61,6 +62,9 @@ def _whole(status: bytes, body: bytes) -> bytes:
     )
 
 
+UNKEYED = itertools.count(1)  # shared by every connection
+
+
 class SendLog:
     """Send times of every content chunk, kept compact (≈ 50 000 chunks/s at 512 streams)."""
 
@@ -91,6 +95,7 @@ class Stream(asyncio.Protocol):
         self, log: SendLog, chunks: int, itl_s: float, ttft_s: float, spread: float = 0.0
     ) -> None:
         self.log = log
+        self.unkeyed = UNKEYED
         self.chunks = chunks
         self.spread = int(chunks * spread)
         self.itl_s = itl_s
@@ -135,7 +140,9 @@ class Stream(asyncio.Protocol):
         user = USER.search(body)
         if user is None:
             user = REQUEST_ID.search(head)
-        self.start(int(user.group(1)) if user else -1)
+        # A request with no id (a client that sends none): its own negative number, so that
+        # it still gets a length of its own; its chunks cannot be matched to the client's.
+        self.start(int(user.group(1)) if user else -next(self.unkeyed))
 
     def start(self, rid: int) -> None:
         assert self.transport is not None

@@ -52,7 +52,11 @@ PY = sys.executable
 TTFT_S, ITL_S, CHUNKS = 0.05, 0.02, 64
 SPREAD = 0.25  # each request's length: CHUNKS ± 25 %, fixed by its id (stamped_server.py)
 MAX_TOKENS = round(CHUNKS * (1 + SPREAD))
-CLIENTS = {"reference": HERE / "reference_side.py", "vllm": HERE / "vllm_side.py"}
+CLIENTS = {"reference": HERE / "reference_side.py", "vllm": HERE / "vllm_side.py",
+           "client": HERE / "harness_side.py"}  # fmt: skip
+# "client": the harness's client alone (closed loop only), the part of the run that is not
+# overhead of the run; not run by default.
+DEFAULT_CLIENTS = ["harness", "reference", "vllm"]
 TICK = os.sysconf("SC_CLK_TCK")
 IDX = 4096  # key = request id * IDX + chunk index
 KEPT_STACKS = Path(tempfile.gettempdir(), "whole-run-stacks.txt")  # the last profile's samples
@@ -262,7 +266,7 @@ def run_harness(
             stacks = spy() if spy is not None else None
         finally:
             sent = server.sent()
-        if code not in (0, 1, 3):
+        if code not in (0, 1, 3, 4):  # a verdict (4: the run judged invalid, e.g. saturated)
             raise SystemExit(f"harness run exited {code}")
         run_dir = next(out.iterdir())
         manifest = json.loads((run_dir / "manifest.json").read_text(encoding="utf-8"))
@@ -324,7 +328,7 @@ def _profile(pid: int, out: Path, warmup: float, duration: float) -> Callable[[]
     return collect
 
 
-#: (stage, what in a stack puts a sample there), innermost match wins.
+#: (stage, what in a stack puts a sample there): the innermost frame that matches decides.
 STAGES: tuple[tuple[str, str], ...] = (
     ("sink: record log", "write (harness/records/log.py"),
     ("sink: live statistics", "observe (harness/load/progress.py"),
@@ -334,16 +338,21 @@ STAGES: tuple[tuple[str, str], ...] = (
     ("request build", "request_body (harness/load/openai_api.py"),
     ("prompt", "session (harness/workload/"),
     ("prompt", "next_request (harness/workload/"),
-    ("send/read", "send (harness/load/client.py"),
+    ("read: body and SSE", "_read_stream (harness/load/client.py"),
+    ("send: request and headers", "request (geventhttpclient/client.py"),
+    ("send: request and headers", "send (harness/load/client.py"),
     ("load guard", "(harness/load/guard.py"),
     ("progress line", "(harness/load/progress.py"),
     ("schedule", "(harness/load/driver.py"),
 )
+#: The stages that are the client's own work on the wire (the rest is overhead of the run).
+WIRE = ("read: body and SSE", "send: request and headers", "event loop (waking readers)")
 
 
 def classify(lines: Sequence[str]) -> dict[str, float]:
-    """Share of the samples per stage; what no stage claims is the event loop (its own I/O
-    waits and wake-ups: part of send/read) or other work (Locust's runner, ...)."""
+    """Share of the samples per stage. A sample in gevent's hub alone is the event loop
+    (epoll, timers, the switch into the greenlet whose socket is readable): the wire's work;
+    what no stage claims is other work (Locust's runner, ...)."""
     counts: Counter[str] = Counter()
     for line in lines:
         stack, _, n = line.rpartition(" ")
@@ -357,10 +366,8 @@ def classify(lines: Sequence[str]) -> dict[str, float]:
                 stage = hit
                 break
         else:
-            if any("gevent/hub.py" in f or "run (gevent" in f for f in frames[-3:]) or (
-                frames and "hub.py" in frames[0]
-            ):
-                stage = "event loop"
+            if any("gevent/hub.py" in f for f in frames):
+                stage = WIRE[2]
         counts[stage] += int(n)
     total = sum(counts.values()) or 1
     return {k: v / total for k, v in counts.most_common()}
@@ -399,7 +406,7 @@ def main() -> None:
     parser.add_argument("--loops", nargs="+", choices=["closed", "open"],
                         default=["closed", "open"])  # fmt: skip
     parser.add_argument("--clients", nargs="+", choices=["harness", *CLIENTS],
-                        default=["harness", *CLIENTS])  # fmt: skip
+                        default=DEFAULT_CLIENTS)  # fmt: skip
     parser.add_argument("--before", type=Path, metavar="CHECKOUT",
                         help="also run `harness run` from this checkout (e.g. a git worktree "
                         "of an earlier commit), as client 'before'")  # fmt: skip
