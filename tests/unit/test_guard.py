@@ -96,7 +96,9 @@ def test_report_round_trips_through_json() -> None:
 def probe(seconds: float, busy_ms: float) -> tuple[GuardReport, float]:
     """The guard's report from a child process, and psutil's CPU figure over the same span."""
     proc = subprocess.run(
-        [sys.executable, str(PROBE), str(seconds), str(busy_ms)],
+        # -P: not the probe's folder first on sys.path, where support/secrets.py would stand in
+        # for the standard library's `secrets` (numpy.random imports it).
+        [sys.executable, "-P", str(PROBE), str(seconds), str(busy_ms)],
         capture_output=True,
         text=True,
         timeout=60,
