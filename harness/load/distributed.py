@@ -370,7 +370,7 @@ def _report_when_done(
 ) -> None:
     with frozen_heap():  # no full collection walks the start-up's objects while load runs
         state.finished.wait()
-    report = guard.stop()
+        report = guard.stop()  # before the thaw, whose first full collection is not the load's
     batcher.close()
     done: dict[str, Any] = {
         "generator": generator_report(report, state),

@@ -437,14 +437,18 @@ def run_load(
     if early is not None and decide_early is not None:
         looker = gevent.spawn(_look, state, early.every_s, early.min_s, decide_early)
     try:
+        # The guard stops before the heap thaws: the first full collection after the thaw
+        # walks every start-up object (70-120 ms here) and is the run's end, not its load.
         with frozen_heap():
-            runner.start(1, spawn_rate=1)
-            state.finished.wait(timeout=budget)
+            try:
+                runner.start(1, spawn_rate=1)
+                state.finished.wait(timeout=budget)
+            finally:
+                state.stop_sending.set()  # no arrival is dispatched unwatched by the guard
+                if looker is not None:
+                    looker.kill(block=False)
+                report = guard.stop()
     finally:
-        state.stop_sending.set()  # no arrival is dispatched unwatched by the guard
-        if looker is not None:
-            looker.kill(block=False)
-        report = guard.stop()
         runner.quit()  # first the driver, so nothing new is spawned ...
         cut_in_flight(state)  # ... then what was in flight, each recorded as cut
     if state.failure is not None:

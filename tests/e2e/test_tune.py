@@ -54,6 +54,14 @@ def launched(folder: Path) -> set[str]:
     return {p.parent.name for p in folder.glob("trial-*/server.log")}
 
 
+def measured(folder: Path) -> int:
+    """How many settings study.json lists as measured (0 before it is first written)."""
+    path = folder / "study.json"
+    if not path.is_file():
+        return 0
+    return sum(t["status"] == "measured" for t in read_json(path)["trials"])
+
+
 def test_a_killed_study_resumes_and_ranks_the_settings_as_implied(tmp_path: Path) -> None:
     folder = tmp_path / "tune-batch"
     proc = subprocess.Popen([str(HARNESS), "tune", STUDY, "--out", str(tmp_path)], cwd=ROOT,
@@ -61,9 +69,7 @@ def test_a_killed_study_resumes_and_ranks_the_settings_as_implied(tmp_path: Path
     deadline = time.monotonic() + 180
     try:
         while time.monotonic() < deadline and proc.poll() is None:
-            path = folder / "study.json"
-            if path.is_file() and sum(t["status"] == "measured"
-                                      for t in read_json(path)["trials"]) >= 2:  # fmt: skip
+            if measured(folder) >= 2:
                 break
             time.sleep(0.2)
         assert proc.poll() is None, proc.communicate()
@@ -153,14 +159,16 @@ def test_ctrl_c_stops_the_server_and_keeps_what_was_measured(tmp_path: Path) -> 
     try:
         deadline = time.monotonic() + 120
         while time.monotonic() < deadline and proc.poll() is None:
-            if (folder / "study.json").is_file() and len(launched(folder)) >= 2:
-                break  # the first setting is measured, the second server is starting or up
+            if measured(folder) >= 1 and len(launched(folder)) >= 2:
+                break  # the first setting is measured, the next server is starting or up
             time.sleep(0.2)
         time.sleep(2.0)
+        running = proc.poll() is None
         proc.send_signal(signal.SIGINT)
         out, err = proc.communicate(timeout=60)
     finally:
         proc.kill()
+    assert running, "the study ended before the signal was sent: " + out + err
     assert proc.returncode == ExitCode.INTERRUPTED, out + err
     assert "rerun the same command to measure the rest" in err
     assert "Traceback" not in err

@@ -196,6 +196,7 @@ def test_a_server_that_never_answers_times_out_and_is_stopped(
 ) -> None:
     launcher = local(stand_in, [], STANDIN_DELAY="30")
     launcher.startup_timeout_s = 1.0
+    launcher.stop_timeout_s = 10.0  # ample for SIGINT on a busy machine: escalation is above
     with pytest.raises(LaunchFailed, match=r"did not answer /health and /v1/models within 1 s"):
         launcher.start({}, tmp_path / "server.log")
     assert launcher.pid is None
