@@ -21,7 +21,13 @@ the stage of the request's work it was in (prompt, request build, send/read, rec
 Locust reporting, ...).
 
     .venv/bin/python tests/benchmarks/fidelity/whole_run.py [--streams 64 128 256]
-        [--loops closed open] [--warmup 3] [--duration 10] [--reps 2] [--profile]
+        [--loops closed open] [--warmup 3] [--duration 10] [--reps 2] [--chunks 64]
+        [--profile]
+
+--chunks changes the answers' length at the same pace: run at two lengths, the CPU per
+request and per chunk of each client separate (CPU/s = a · requests/s + b · chunks/s).
+WHOLE_RUN_PERF=<folder> keeps a `perf record` (CPU clock, call graphs, kernel included) of
+each client over its window; with WHOLE_RUN_STRACE=1 (or strace options) a syscall count.
 """
 
 from __future__ import annotations
@@ -227,6 +233,7 @@ def run_client(name: str, streams: int, loop: str, warmup: float, duration: floa
             # vLLM's client draws its progress bar (as `vllm bench serve` does): not in the log.
             err = subprocess.DEVNULL if name == "vllm" else None
             proc = _spawn(args, cores, stderr=err)
+            _perf(proc.pid, name, streams, loop, warmup + 1.0, duration - 2.0)
             if proc.wait(timeout=warmup + duration + 90) != 0:
                 raise SystemExit(f"{name} client failed with {proc.returncode}")
         finally:
@@ -261,6 +268,14 @@ def run_harness(
             proc = _spawn([PY, "-m", "harness", "run", str(scenario), "--out", str(out),
                            "--no-report"], cores, cwd=root, stdout=subprocess.DEVNULL)  # fmt: skip
             cpu = TreeCpu(proc.pid)
+            _perf(
+                proc.pid,
+                "harness" if root == ROOT else "before",
+                streams,
+                loop,
+                warmup + 2.0,
+                duration - 2.0,
+            )
             spy = _profile(proc.pid, out, warmup, duration) if profile else None
             code = proc.wait(timeout=warmup + duration + 120)
             cpu.stop()
@@ -292,6 +307,57 @@ def run_harness(
             startup=(cpu.at(tl["t_start"]), tl["t_start"] - t_exec),
             stages=classify(stacks) if stacks is not None else {},
         )  # fmt: skip
+
+
+def _perf(pid: int, name: str, streams: int, loop: str, after_s: float, for_s: float) -> None:
+    """With WHOLE_RUN_PERF=<folder>: `perf record` (CPU clock, call graphs) of the process
+    over the window, kept as <folder>/<name>-<streams>-<loop>-<n>.data."""
+    folder = os.environ.get("WHOLE_RUN_PERF")
+    if not folder:
+        return
+    Path(folder).mkdir(parents=True, exist_ok=True)
+    n = len(list(Path(folder).glob(f"{name}-{streams}-{loop}-*.data")))
+    dest = Path(folder, f"{name}-{streams}-{loop}-{n}.data")
+
+    def record() -> None:
+        time.sleep(after_s)
+        if os.environ.get("WHOLE_RUN_STRACE"):
+            extra = os.environ["WHOLE_RUN_STRACE"].split()
+            extra = ["-c"] if extra == ["1"] else extra
+            cmd = [
+                "timeout",
+                "-s",
+                "INT",
+                f"{for_s:g}",
+                "strace",
+                *extra,
+                "-f",
+                "-p",
+                str(pid),
+                "-o",
+                str(dest.with_suffix(".strace")),
+            ]
+        else:
+            cmd = [
+                "perf",
+                "record",
+                "-q",
+                "-e",
+                "cpu-clock",
+                "-F",
+                "1999",
+                "-g",
+                "-p",
+                str(pid),
+                "-o",
+                str(dest),
+                "--",
+                "sleep",
+                f"{for_s:g}",
+            ]
+        subprocess.run(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, check=False)
+
+    threading.Thread(target=record, daemon=True).start()
 
 
 def _profile(pid: int, out: Path, warmup: float, duration: float) -> Callable[[], list[str]]:
@@ -402,6 +468,7 @@ def _ratio(streams: int, loop: str, other: str, h: list[Measured], o: list[Measu
 
 
 def main() -> None:
+    global CHUNKS, MAX_TOKENS
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--streams", type=int, nargs="+", default=[64, 128, 256])
     parser.add_argument("--loops", nargs="+", choices=["closed", "open"],
@@ -414,9 +481,12 @@ def main() -> None:
     parser.add_argument("--warmup", type=float, default=3.0)
     parser.add_argument("--duration", type=float, default=10.0)
     parser.add_argument("--reps", type=int, default=2)
+    parser.add_argument("--chunks", type=int, default=CHUNKS,
+                        help="content chunks per request (mean; ± 25 %%)")  # fmt: skip
     parser.add_argument("--profile", action="store_true",
                         help="only: py-spy stages of `harness run` at each load")  # fmt: skip
     args = parser.parse_args()
+    CHUNKS, MAX_TOKENS = args.chunks, round(args.chunks * (1 + SPREAD))
     if args.before is not None:
         args.clients = [*args.clients, "before"]
     # An installed harness has its bytecode compiled; a checkout under
