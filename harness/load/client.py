@@ -17,7 +17,7 @@ from geventhttpclient.response import HTTPParseError
 
 from harness.load.openai_api import Endpoint, gateway_route
 from harness.load.sse import StreamState, parse_completion_text
-from harness.load.streaming import RawStream
+from harness.load.streaming import RawStream, open_stream
 from harness.records.record import ErrorClass
 
 _CONNECT_ERRORS = (OSError, HTTPParseError)  # OSError covers refused, reset, DNS
@@ -82,13 +82,12 @@ def send(
 ) -> Exchange:
     """Send one request and read its answer; always returns an Exchange (or raises Cut)."""
     ep = opts.endpoint
-    headers = ep.headers if request_id is None else {**ep.headers, REQUEST_ID_HEADER: request_id}
     state = StreamState(collect_text=want_text)
     stream: RawStream | None = None
     ex = Exchange(wall_sent=time.time(), t_sent=time.monotonic())
     try:
         with gevent.Timeout(opts.request_timeout_s, _Deadline):
-            stream = RawStream(http.request("POST", ep.path, body=body, headers=headers))
+            stream = open_stream(http, ep.path, ep.headers, body, request_id, REQUEST_ID_HEADER)
             ex.status = stream.status
             ex.served_by, ex.fallbacks, ex.retries = gateway_route(stream.header)
             if not 200 <= ex.status < 300:

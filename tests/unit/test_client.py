@@ -264,3 +264,65 @@ def test_the_gateway_s_headers_and_the_body_s_model_say_who_served(
     assert ex.served_model == "fallback"
     bare = send(http, _options(), b"{}", "cut")  # a server that says nothing of the kind
     assert (bare.served_by, bare.fallbacks, bare.retries, bare.served_model) == (None,) * 4
+
+
+def test_the_request_goes_out_as_geventhttpclient_writes_it(
+    serve: Callable[..., tuple[Server, HTTPClient]],
+) -> None:
+    # send builds the line and headers once per client and path; they must be the bytes
+    # geventhttpclient's own request writes for the same POST.
+    server, http = serve(_stream(CHUNK + END), _status_401(b"no"), _stream(CHUNK + END))
+    body = b'{"model":"m","messages":[]}'
+    assert send(http, _keyed_options(), body, "cut", request_id="run-7").error is None
+    headers = {**_keyed_options().endpoint.headers, "X-Request-Id": "run-7"}
+    http.request("POST", "/v1/chat/completions", body=body, headers=headers).read()
+    assert server.heads[0] == server.heads[1]
+    assert send(http, _options(), b"{}", "cut").error is None  # the same client, other headers
+    assert b"X-Request-Id" not in server.heads[2]
+
+
+def test_headers_cut_across_packets_and_the_first_chunk_with_them(
+    serve: Callable[..., tuple[Server, HTTPClient]],
+) -> None:
+    def split(conn: socket.socket) -> None:
+        conn.sendall(HEAD[:20])
+        time.sleep(0.1)
+        conn.sendall(HEAD[20:] + _chunked(CHUNK))
+        time.sleep(0.2)
+        conn.sendall(_chunked(CHUNK + END) + b"0\r\n\r\n")
+
+    _, http = serve(split)
+    t0 = time.monotonic()
+    ex = send(http, _options(), b"{}", "cut")
+    assert ex.error is None, ex.error_detail
+    first, second = (t - t0 for t in ex.chunk_times)
+    assert 0.1 <= first < 0.25  # with the rest of the headers, not at the first bytes
+    assert second - first >= 0.19
+
+
+def test_a_server_that_hangs_up_without_a_word_is_a_connect_error(
+    serve: Callable[..., tuple[Server, HTTPClient]],
+) -> None:
+    def hang_up(conn: socket.socket) -> None:
+        conn.shutdown(socket.SHUT_RDWR)
+
+    server, http = serve(hang_up, _stream(CHUNK + END))
+    ex = send(http, _options(timeout_s=5.0), b"{}", "cut")
+    assert ex.error is ErrorClass.CONNECT, ex.error_detail
+    assert "connection closed" in ex.error_detail
+    # The one-connection pool got its slot back: the next request opens a new connection.
+    again = send(http, _options(timeout_s=5.0), b"{}", "cut")
+    assert again.error is None, again.error_detail
+    assert server.connections == 2
+
+
+def test_a_server_that_never_answers_is_cut_after_the_read_timeout(
+    serve: Callable[..., tuple[Server, HTTPClient]],
+) -> None:
+    _, http = serve(lambda conn: time.sleep(3.0), read_timeout_s=0.4)
+    t0 = time.monotonic()
+    ex = send(http, _options(), b"{}", "cut")
+    waited = time.monotonic() - t0
+    assert ex.error is ErrorClass.TIMEOUT, ex.error_detail
+    assert "network timeout" in ex.error_detail
+    assert 0.4 <= waited < 0.4 * 1.25 + 0.2
