@@ -8,6 +8,8 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from urllib.parse import urlsplit
 
+import orjson
+
 from harness.records.redact import backend_name, safe_text
 from harness.spec.scenario import Scenario
 from harness.workload.base import RequestSpec
@@ -92,4 +94,7 @@ def request_body(scenario: Scenario, model: str, spec: RequestSpec) -> bytes:
         body["ignore_eos"] = True  # vLLM and llama.cpp honour it; others ignore unknown keys
     if scenario.target.stream:
         body["stream_options"] = {"include_usage": True}
-    return json.dumps(body).encode()
+    try:
+        return orjson.dumps(body)  # 1 µs against json.dumps's 10, once a request on the loop
+    except orjson.JSONEncodeError:  # a lone surrogate (a dataset's "\\ud800"): JSON escapes it
+        return json.dumps(body).encode()
