@@ -27,7 +27,8 @@ Locust reporting, ...).
 --chunks changes the answers' length at the same pace: run at two lengths, the CPU per
 request and per chunk of each client separate (CPU/s = a · requests/s + b · chunks/s).
 WHOLE_RUN_PERF=<folder> keeps a `perf record` (CPU clock, call graphs, kernel included) of
-each client over its window; with WHOLE_RUN_STRACE=1 (or strace options) a syscall count.
+each client over its window; with WHOLE_RUN_STAT=1 instead `perf stat` counts (epoll waits,
+recvs, context switches, page faults, CPU), with WHOLE_RUN_STRACE=1 (or strace options) strace.
 """
 
 from __future__ import annotations
@@ -321,7 +322,13 @@ def _perf(pid: int, name: str, streams: int, loop: str, after_s: float, for_s: f
 
     def record() -> None:
         time.sleep(after_s)
-        if os.environ.get("WHOLE_RUN_STRACE"):
+        if os.environ.get("WHOLE_RUN_STAT"):
+            events = ("syscalls:sys_enter_epoll_wait,syscalls:sys_enter_epoll_pwait,"
+                      "syscalls:sys_enter_recvfrom,syscalls:sys_enter_read,"
+                      "context-switches,page-faults,task-clock")  # fmt: skip
+            cmd = ["perf", "stat", "-e", events, "-p", str(pid), "-o",
+                   str(dest.with_suffix(".stat")), "--", "sleep", f"{for_s:g}"]  # fmt: skip
+        elif os.environ.get("WHOLE_RUN_STRACE"):
             extra = os.environ["WHOLE_RUN_STRACE"].split()
             extra = ["-c"] if extra == ["1"] else extra
             cmd = [
