@@ -84,7 +84,12 @@ class RecordLog:
     def write(self, record: RequestRecord) -> None:
         if self._file is None:
             raise ValueError("record log is closed")
-        self._file.write(orjson.dumps(record.to_row(), option=orjson.OPT_APPEND_NEWLINE))
+        row = record.to_row()
+        try:
+            line = orjson.dumps(row, option=orjson.OPT_APPEND_NEWLINE)
+        except orjson.JSONEncodeError:  # a lone surrogate, from a server's "\\ud800" escape
+            line = orjson.dumps(_valid_text(row), option=orjson.OPT_APPEND_NEWLINE)
+        self._file.write(line)
         self._file.flush()
         self.count += 1
 
@@ -92,6 +97,16 @@ class RecordLog:
         if self._file is not None:
             self._file.close()
             self._file = None
+
+
+def _valid_text(row: dict[str, Any]) -> dict[str, Any]:
+    """The row with every string made valid UTF-8: a lone surrogate (which a server's error
+    message or model name can carry as a JSON escape) kept visible as its escape, since
+    neither the line nor the Parquet file could hold it."""
+    return {
+        k: v.encode("utf-8", "backslashreplace").decode("utf-8") if isinstance(v, str) else v
+        for k, v in row.items()
+    }
 
 
 def read_jsonl(path: Path) -> list[dict[str, Any]]:
