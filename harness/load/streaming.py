@@ -291,6 +291,9 @@ def open_stream(
         # The server may have answered (a 413, a 401) and closed before taking the whole
         # body: what it said is the answer. The response frees the socket on its errors.
         return RawStream(HTTPSocketPoolResponse(sock, pool, **kw))
+    except BaseException:  # the deadline or a cut while sending: the slot goes back too
+        pool.release_socket(sock)
+        raise
     stream = RawStream(None, sock)
     if stream._raw is None:  # TLS: the response reads its headers through gevent's recv
         stream._attach(HTTPSocketPoolResponse(sock, pool, **kw))

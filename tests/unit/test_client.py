@@ -326,3 +326,35 @@ def test_a_server_that_never_answers_is_cut_after_the_read_timeout(
     assert ex.error is ErrorClass.TIMEOUT, ex.error_detail
     assert "network timeout" in ex.error_detail
     assert 0.4 <= waited < 0.4 * 1.25 + 0.2
+
+
+def test_a_deadline_while_sending_frees_the_connection_s_slot() -> None:
+    # The server takes nothing of the first request, so its 32 MiB body stalls in sendall
+    # until the request's deadline; the one-connection pool must get its slot back for the
+    # next request (which the server answers on a second connection).
+    listener = socket.create_server(("127.0.0.1", 0))
+    accepted: list[socket.socket] = []
+
+    def serve() -> None:
+        with contextlib.suppress(OSError):
+            accepted.append(listener.accept()[0])  # never read
+            conn, _ = listener.accept()
+            with conn:
+                buf = b""
+                while b"\r\n\r\n" not in buf:
+                    buf += conn.recv(65536)
+                _stream(CHUNK + END)(conn)
+
+    threading.Thread(target=serve, daemon=True).start()
+    http = HTTPClient("127.0.0.1", listener.getsockname()[1], concurrency=1,
+                      network_timeout=5.0, connection_timeout=2.0)  # fmt: skip
+    try:
+        stuck = send(http, _options(timeout_s=0.5), b"x" * (32 << 20), "cut")
+        assert stuck.error is ErrorClass.TIMEOUT, stuck.error_detail
+        again = send(http, _options(timeout_s=5.0), b"{}", "cut")
+        assert again.error is None, again.error_detail
+    finally:
+        http.close()
+        listener.close()
+        for conn in accepted:
+            conn.close()
