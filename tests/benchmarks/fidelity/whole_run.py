@@ -317,7 +317,7 @@ def _perf(pid: int, name: str, streams: int, loop: str, after_s: float, for_s: f
     if not folder:
         return
     Path(folder).mkdir(parents=True, exist_ok=True)
-    n = len(list(Path(folder).glob(f"{name}-{streams}-{loop}-*.data")))
+    n = len(list(Path(folder).glob(f"{name}-{streams}-{loop}-*.*")))
     dest = Path(folder, f"{name}-{streams}-{loop}-{n}.data")
 
     def record() -> None:
