@@ -1,4 +1,5 @@
-"""The one place that touches geventhttpclient's response internals (locust is pinned for it).
+"""The one place that touches geventhttpclient's internals (it is pinned for them): the POST
+goes out from a head built once per client (`open_stream`), and the answer is read here.
 
 Locust's FastHttpSession stops its timer at the headers and its `iter_lines` reads 1 KiB
 blocks, handing over about four SSE chunks at once. We read the body ourselves: each recv

@@ -10,6 +10,7 @@ to the versions these tests passed on.
 from __future__ import annotations
 
 import contextlib
+import inspect
 import socket
 import threading
 from collections.abc import Iterator
@@ -17,6 +18,7 @@ from importlib import metadata
 
 import pytest
 from geventhttpclient.client import HTTPClient
+from geventhttpclient.response import HTTPSocketResponse
 from geventhttpclient.url import URL
 from locust import FastHttpUser
 from locust.env import Environment
@@ -85,6 +87,26 @@ def test_the_response_internals_streaming_reads_are_there() -> None:
             assert [line for line in lines if line] == [b'data: {"x": 1}', b"data: [DONE]"]
         finally:
             http.close()
+
+
+def test_the_client_internals_open_stream_sends_through_are_there() -> None:
+    # open_stream has the client build a POST's head once (_build_request), takes a socket
+    # from its pool and hands the first bytes read to the response as pre_buffered.
+    http = HTTPClient("127.0.0.1", 9, concurrency=1)
+    version = metadata.version("geventhttpclient")
+    missing = [n for n in ("_build_request", "_connection_pool", "block_size", "headers_type")
+               if not hasattr(http, n)]  # fmt: skip
+    pool = getattr(http, "_connection_pool", None)
+    missing += [f"_connection_pool.{n}" for n in ("get_socket", "release_socket")
+                if not hasattr(pool, n)]  # fmt: skip
+    assert not missing, f"geventhttpclient {version} clients lack {missing}: {_PIN_HINT}"
+    head = http._build_request("POST", "/v1/x", body=b"", headers={"X-Request-Id": "7"})
+    # Without this ending open_stream falls back to request() (correct, but slower).
+    assert head.endswith("Content-Length: 0\r\n\r\n"), (head, _PIN_HINT)
+    assert "\r\nX-Request-Id: 7\r\n" in head, (head, _PIN_HINT)
+    params = inspect.signature(HTTPSocketResponse.__init__).parameters
+    assert "pre_buffered" in params, _PIN_HINT
+    http.close()
 
 
 def test_locust_hands_over_its_pooled_client() -> None:
