@@ -22,18 +22,16 @@ from __future__ import annotations
 
 import contextlib
 import errno
-import re
 import time
 import weakref
 from collections.abc import Mapping
 from typing import Any
 
 import gevent
-from geventhttpclient.client import HTTPClient
+from geventhttpclient.client import _FIELD_VALUE_RE, HTTPClient
 from geventhttpclient.response import HTTPConnectionClosed, HTTPParseError, HTTPSocketPoolResponse
 
 _RECV_BYTES = 1 << 16
-_FIELD_VALUE = re.compile(r"[\t\x20-\x7e\x80-\xff]*")  # geventhttpclient's check of a value
 
 
 class RawStream:
@@ -273,7 +271,7 @@ def open_stream(
     body is read with (gevent's recv would make a watcher and a timeout per wait). The stamp
     of a first chunk that came with the headers is the time of that recv."""
     head = _head(http, path, headers, id_header if request_id is not None else None)
-    if head is None or (request_id is not None and not _FIELD_VALUE.fullmatch(request_id)):
+    if head is None or (request_id is not None and not _FIELD_VALUE_RE.fullmatch(request_id)):
         if request_id is not None:
             headers = {**headers, id_header: request_id}
         return RawStream(http.request("POST", path, body=body, headers=headers))
@@ -301,16 +299,14 @@ def open_stream(
         return stream
     try:
         first = stream._read_head()
+        if not first:
+            raise HTTPConnectionClosed("connection closed.")
     except BaseException as exc:
         stream._stop_timer()
         pool.release_socket(sock)
         if isinstance(exc, OSError) and exc.errno == errno.ECONNRESET:
             raise HTTPConnectionClosed("connection closed.") from None
         raise
-    if not first:
-        stream._stop_timer()
-        pool.release_socket(sock)
-        raise HTTPConnectionClosed("connection closed.")
     try:  # the response parses them (and reads on itself past an interim 1xx answer)
         stream._attach(HTTPSocketPoolResponse(sock, pool, pre_buffered=first, **kw))
     except BaseException:

@@ -269,14 +269,8 @@ def run_harness(
             proc = _spawn([PY, "-m", "harness", "run", str(scenario), "--out", str(out),
                            "--no-report"], cores, cwd=root, stdout=subprocess.DEVNULL)  # fmt: skip
             cpu = TreeCpu(proc.pid)
-            _perf(
-                proc.pid,
-                "harness" if root == ROOT else "before",
-                streams,
-                loop,
-                warmup + 2.0,
-                duration - 2.0,
-            )
+            name = "harness" if root == ROOT else "before"
+            _perf(proc.pid, name, streams, loop, warmup + 2.0, duration - 2.0)
             spy = _profile(proc.pid, out, warmup, duration) if profile else None
             code = proc.wait(timeout=warmup + duration + 120)
             cpu.stop()
@@ -312,7 +306,8 @@ def run_harness(
 
 def _perf(pid: int, name: str, streams: int, loop: str, after_s: float, for_s: float) -> None:
     """With WHOLE_RUN_PERF=<folder>: `perf record` (CPU clock, call graphs) of the process
-    over the window, kept as <folder>/<name>-<streams>-<loop>-<n>.data."""
+    over the window, kept as <folder>/<name>-<streams>-<loop>-<n>.data; with WHOLE_RUN_STAT
+    `perf stat` counts (.stat) instead, with WHOLE_RUN_STRACE strace (.strace)."""
     folder = os.environ.get("WHOLE_RUN_PERF")
     if not folder:
         return
@@ -331,37 +326,11 @@ def _perf(pid: int, name: str, streams: int, loop: str, after_s: float, for_s: f
         elif os.environ.get("WHOLE_RUN_STRACE"):
             extra = os.environ["WHOLE_RUN_STRACE"].split()
             extra = ["-c"] if extra == ["1"] else extra
-            cmd = [
-                "timeout",
-                "-s",
-                "INT",
-                f"{for_s:g}",
-                "strace",
-                *extra,
-                "-f",
-                "-p",
-                str(pid),
-                "-o",
-                str(dest.with_suffix(".strace")),
-            ]
+            cmd = ["timeout", "-s", "INT", f"{for_s:g}", "strace", *extra, "-f", "-p", str(pid),
+                   "-o", str(dest.with_suffix(".strace"))]  # fmt: skip
         else:
-            cmd = [
-                "perf",
-                "record",
-                "-q",
-                "-e",
-                "cpu-clock",
-                "-F",
-                "1999",
-                "-g",
-                "-p",
-                str(pid),
-                "-o",
-                str(dest),
-                "--",
-                "sleep",
-                f"{for_s:g}",
-            ]
+            cmd = ["perf", "record", "-q", "-e", "cpu-clock", "-F", "1999", "-g", "-p", str(pid),
+                   "-o", str(dest), "--", "sleep", f"{for_s:g}"]  # fmt: skip
         subprocess.run(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, check=False)
 
     threading.Thread(target=record, daemon=True).start()
