@@ -17,7 +17,7 @@ import gevent
 import numpy as np
 import numpy.typing as npt
 
-from harness.records.generator import GuardReport
+from harness.records.generator import LAG_LIMIT_S, GuardReport
 
 
 class LoadGuard:
@@ -37,10 +37,13 @@ class LoadGuard:
     psutil's ``cpu_times()`` gives, at nanosecond rather than clock-tick resolution.
     """
 
-    def __init__(self, interval_s: float = 0.05, cpu_every_s: float = 0.5) -> None:
+    def __init__(
+        self, interval_s: float = 0.05, cpu_every_s: float = 0.5, lag_limit_s: float = LAG_LIMIT_S
+    ) -> None:
         if interval_s <= 0 or cpu_every_s <= 0:
             raise ValueError("interval_s and cpu_every_s must be > 0")
         self.interval_s = interval_s
+        self.lag_limit_s = lag_limit_s
         self.cpu_every_s = cpu_every_s
         self._lags = array("d")
         self._cpu = array("d")
@@ -91,6 +94,8 @@ class LoadGuard:
             cpu_samples=len(self._cpu),
             cpu_mean=float(cpu.mean()) if cpu is not None else None,
             cpu_p95=_quantile(cpu, 0.95),
+            lag_limit_s=self.lag_limit_s,
+            lag_over=int(np.count_nonzero(lags > self.lag_limit_s)) if lags is not None else 0,
         )
 
 

@@ -8,7 +8,11 @@ judge's saturation check reads it, at run time and again under ``harness evaluat
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass
-from typing import Any
+from typing import Any, Final
+
+#: Wake-up lag past which a timestamp is late by as much as a GPU's whole inter-token gap: the
+#: guard counts the samples over it, the judge's saturation check decides on those counts.
+LAG_LIMIT_S: Final = 0.010
 
 
 @dataclass(frozen=True, slots=True)
@@ -24,6 +28,10 @@ class GuardReport:
     cpu_samples: int  # CPU windows of about `cpu_every_s` each
     cpu_mean: float | None  # process CPU (user + system) as a fraction of one core
     cpu_p95: float | None
+    # Lag samples over ``lag_limit_s``: what a lower bound on the p99 needs. None in a report
+    # written before the guard counted them.
+    lag_limit_s: float | None = None
+    lag_over: int | None = None
 
     def to_dict(self) -> dict[str, Any]:
         """Plain JSON types, for the manifest and for shipping from a worker to the master."""
@@ -45,4 +53,6 @@ class GuardReport:
             cpu_samples=int(data["cpu_samples"]),
             cpu_mean=opt("cpu_mean"),
             cpu_p95=opt("cpu_p95"),
+            lag_limit_s=opt("lag_limit_s"),
+            lag_over=None if data.get("lag_over") is None else int(data["lag_over"]),
         )
