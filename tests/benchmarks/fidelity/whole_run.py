@@ -439,8 +439,25 @@ def _row(streams: int, loop: str, name: str, runs: list[Measured]) -> str:
 
 
 def _ratio(streams: int, loop: str, other: str, h: list[Measured], o: list[Measured]) -> str:
-    per_cpu = _med([r.per_cpu_s for r in h]) / _med([r.per_cpu_s for r in o])
-    return f"| {streams} {loop} | **harness run / {other}** | | | **{per_cpu:.2f}×** | | | | | |"
+    a, b = [r.per_cpu_s for r in h], [r.per_cpu_s for r in o]
+    low, high = ratio_interval(a, b)
+    spread = f" [{low:.2f}, {high:.2f}]" if len(a) > 2 and len(b) > 2 else ""
+    return (f"| {streams} {loop} | **harness run / {other}** | | | **{_med(a) / _med(b):.2f}×**"
+            f"{spread} | | | | | |")  # fmt: skip
+
+
+def ratio_interval(
+    a: Sequence[float], b: Sequence[float], draws: int = 4000
+) -> tuple[float, float]:
+    """A 90 % percentile-bootstrap interval for the ratio of the two medians, runs resampled
+    within each client: with the ±15 % run-to-run spread of this machine, whether a ratio is
+    above a goal can be told only from an interval, not from the point."""
+    rng = np.random.default_rng(0)
+    x, y = np.asarray(a, np.float64), np.asarray(b, np.float64)
+    ratios = np.median(rng.choice(x, (draws, x.size)), axis=1) / np.median(
+        rng.choice(y, (draws, y.size)), axis=1
+    )
+    return float(np.quantile(ratios, 0.05)), float(np.quantile(ratios, 0.95))
 
 
 def main() -> None:
