@@ -129,6 +129,12 @@ def send(
 
 def _read_stream(stream: RawStream, state: StreamState) -> None:
     feed = state.feed
+
+    def take(line: bytes, now: float) -> bool:
+        feed(line, now)
+        return state.done or state.error is not None
+
+    stream.pump(take)
     while not (state.done or state.error is not None):
         lines = stream.read_lines()
         if not lines:

@@ -14,8 +14,12 @@ reading greenlet's own switch, and the recv goes to the OS socket directly: geve
 `wait_read` makes a watcher per wait, which costs an fcntl (the new watcher's fd check) and
 an epoll_ctl (re-arming an fd libev never disarmed) beside the one recv a chunk needs
 (strace of a 128-stream run: 14 304 fcntl and 14 383 failed epoll_ctl for 15 143 recvs).
-We also make sure a socket abandoned mid-stream is closed rather than returned to the
-keep-alive pool with unread bytes in it.
+The body's lines are read in the hub (`RawStream.pump`): the watcher's callback does the
+recv, the stamp, the parse and hands each line to the caller's handler, waking the reader
+only when the stream is done or failed, two greenlet switches fewer a chunk (the whole run at
+64 open streams: 1.17x the chunks per CPU-second, eight runs each). We also make sure a
+socket abandoned mid-stream is closed rather than returned to the keep-alive pool with
+unread bytes in it.
 """
 
 from __future__ import annotations
@@ -24,7 +28,7 @@ import contextlib
 import errno
 import time
 import weakref
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Any
 
 import gevent
@@ -39,6 +43,7 @@ class RawStream:
 
     __slots__ = (
         "_body",
+        "_failure",
         "_fd",
         "_hub",
         "_idle_s",
@@ -46,6 +51,7 @@ class RawStream:
         "_reader",
         "_resp",
         "_sock",
+        "_take",
         "_timer",
         "_waiting",
         "_watcher",
@@ -70,6 +76,8 @@ class RawStream:
         self._watcher: Any = None  # readiness of _fd, started at the first wait
         self._reader: Any = None
         self._waiting = False
+        self._take: Callable[[bytes, float], bool] | None = None  # pump's line handler
+        self._failure: BaseException | None = None  # what pump's callback met, for the reader
         if resp is not None:
             self._attach(resp)
 
@@ -120,6 +128,88 @@ class RawStream:
             if not data and not resp.message_complete:
                 raise HTTPConnectionClosed("connection closed in the middle of the body.")
 
+    def pump(self, take: Callable[[bytes, float], bool]) -> None:
+        """Hand every complete line to `take(line, arrived)` (blank ones skipped) until it
+        returns True, the body ends or the read fails; then return, the rest for `read_lines`.
+
+        On a plain socket the lines are read in the hub: the readiness callback does the
+        recv, the stamp, the HTTP parse and `take`, and wakes the reader only at the end,
+        two greenlet switches fewer a chunk. Errors reach the reader as they would through
+        `read_lines` (the socket released, the exception raised here), and so do the timers
+        that throw into it (the request's deadline, the idle read timeout, a cut)."""
+        if self._raw is None or self._lines_to(take, self.arrived):
+            return
+        resp = self._resp
+        if resp.message_complete or resp._sock is None:
+            return
+        self._take = take
+        self._ensure_watching()
+        watcher = self._watcher
+        watcher.start(self._on_readable)
+        self._waiting = True
+        try:
+            self._hub.switch()
+        except BaseException:
+            self._stop_timer()
+            resp.release()
+            raise
+        finally:
+            self._waiting = False
+            self._take = None
+            if self._watcher is not None:
+                self._watcher.stop()
+        failure, self._failure = self._failure, None
+        if failure is not None:
+            self._stop_timer()
+            resp.release()
+            raise failure
+
+    def _lines_to(self, take: Callable[[bytes, float], bool], now: float) -> bool:
+        """Give take the complete lines in the buffer; True when it asked to stop."""
+        body = self._body
+        end = body.rfind(b"\n")
+        if end < 0:
+            return False
+        lines = bytes(body[:end]).split(b"\n")
+        del body[: end + 1]
+        for line in lines:  # noqa: SIM110  (a loop: no generator frame a chunk)
+            if line and take(line, now):
+                return True  # the rest of the batch is not read (as in the reader's loop)
+        return False
+
+    def _on_readable(self) -> None:
+        """Runs in the hub when the socket is readable, while `pump` waits."""
+        resp, take = self._resp, self._take
+        if take is None:
+            return
+        try:
+            data = self._raw.recv(_RECV_BYTES)
+        except BlockingIOError:
+            return
+        except BaseException as exc:
+            self._failure = exc
+            self._wake()
+            return
+        now = self.arrived = time.monotonic()
+        try:
+            resp.feed(data)  # on the body's end the response hands the socket back
+            if self._lines_to(take, now) or resp.message_complete:
+                self._wake()
+            elif not data:
+                raise HTTPConnectionClosed("connection closed in the middle of the body.")
+        except BaseException as exc:
+            self._failure = exc
+            self._wake()
+
+    def _wake(self) -> None:
+        """Stop reading in the hub and let the reader go on (the last thing a callback does:
+        the reader may be done with this stream by the time the switch returns)."""
+        self._take = None
+        if self._watcher is not None:
+            self._watcher.stop()
+        if self._waiting:
+            self._reader.switch()
+
     def _read_head(self) -> bytes:
         """The response's first bytes, up to the end of its headers (as far as one 64 KiB
         read goes), each recv stamped: the first chunk may come with them."""
@@ -146,15 +236,8 @@ class RawStream:
         """Park this greenlet until the socket has bytes (or a timer throws into it). The
         watcher wakes the reader itself (its callback is the greenlet's own switch) and is
         started only while the reader is parked here."""
+        self._ensure_watching()
         watcher = self._watcher
-        if watcher is None:
-            hub = gevent.get_hub()
-            self._reader = gevent.getcurrent()
-            if self._idle_s is not None:
-                every = max(self._idle_s / 4, 0.05)  # a silent stream is cut within 1.25 x idle_s
-                self._timer = hub.loop.timer(every, every, ref=False)
-                self._timer.start(self._check_idle)
-            watcher = self._watcher = hub.loop.io(self._fd, 1)
         watcher.start(self._reader.switch)
         self._waiting = True
         try:
@@ -163,6 +246,17 @@ class RawStream:
             self._waiting = False
             if self._watcher is not None:
                 self._watcher.stop()
+
+    def _ensure_watching(self) -> None:
+        """The stream's readiness watcher and idle timer, made at the first wait."""
+        if self._watcher is None:
+            hub = gevent.get_hub()
+            self._reader = gevent.getcurrent()
+            if self._idle_s is not None:
+                every = max(self._idle_s / 4, 0.05)  # a silent stream is cut within 1.25 x idle_s
+                self._timer = hub.loop.timer(every, every, ref=False)
+                self._timer.start(self._check_idle)
+            self._watcher = hub.loop.io(self._fd, 1)
 
     def _check_idle(self) -> None:
         """Runs in the hub: cut the read that has waited idle_s since the last bytes."""

@@ -193,6 +193,32 @@ def test_a_body_without_done_is_incomplete(serve: Callable[..., tuple[Server, HT
     assert len(ex.chunk_times) == 2
 
 
+def test_a_malformed_line_ends_the_read_when_it_arrives(
+    serve: Callable[..., tuple[Server, HTTPClient]],
+) -> None:
+    """Lines are parsed as they come (in the hub's read callback), not at the body's end."""
+    _, http = serve(_stream(CHUNK, b"data: {not json\n\n", 1.5, CHUNK + END), read_timeout_s=5.0)
+    t0 = time.monotonic()
+    ex = send(http, _options(), b"{}", "cut")
+    assert ex.error is ErrorClass.MALFORMED_CHUNK, ex.error_detail
+    assert len(ex.chunk_times) == 1
+    assert time.monotonic() - t0 < 1.0  # not after the server's 1.5 s pause
+
+
+def test_a_deadline_while_reading_frees_the_connection(
+    serve: Callable[..., tuple[Server, HTTPClient]],
+) -> None:
+    """The request's deadline thrown into a read: TIMEOUT, and the half-read connection is
+    closed, its pool slot free (the pool has one): the next request opens connection 2."""
+    server, http = serve(_stream(CHUNK, 2.0, CHUNK + END), _stream(CHUNK + END))
+    ex = send(http, _options(timeout_s=0.3), b"{}", "cut")
+    assert ex.error is ErrorClass.TIMEOUT, ex.error_detail
+    assert len(ex.chunk_times) == 1
+    after = send(http, _options(), b"{}", "cut")
+    assert after.error is None, after.error_detail
+    assert server.connections == 2
+
+
 KEY = "sk-secret-XYZ1234567"
 
 
