@@ -244,8 +244,9 @@ def execute(req: RunRequest, announce: Callable[[str], None] = lambda _: None) -
         manifest.notes.append(f"{outcome.sent} requests sent but {log.count} records written")
     if outcome.cut_at_drain:
         manifest.notes.append(
-            f"{outcome.cut_at_drain} request(s) still running at the end of the drain "
-            f"timeout ({scenario.load.drain_timeout_s:g} s) were cut and count as errors"
+            f"{outcome.cut_at_drain} request(s) not done at the end of the drain timeout "
+            f"({scenario.load.drain_timeout_s:g} s) were cut: those in flight are recorded as "
+            "errors, arrivals still queued behind max_concurrency were never sent"
         )
     consolidate(run_dir)
     manifest.write(run_dir)

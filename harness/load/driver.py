@@ -1,8 +1,8 @@
 """Locust at the edge: one driver user per load generator, a greenlet per request.
 
 Locust has no open-loop arrival model, so the driver sleeps to absolute Poisson times
-and spawns a greenlet per arrival (capped by a semaphore); closed loop is N greenlets
-that each send their next request when the last ends. Every request becomes one
+and hands each arrival to a request greenlet (reused, capped: `load.arrivals`); closed loop
+is N greenlets that each send their next request when the last ends. Every request becomes one
 RequestRecord at once, handed to the sink (which appends it to disk). Locust's own
 request event gets the end-to-end time for its UI, never for verdicts.
 """
@@ -20,13 +20,13 @@ from typing import Any, ClassVar
 import gevent
 import numpy as np
 from gevent.event import Event
-from gevent.lock import BoundedSemaphore
 from gevent.pool import Group
 from geventhttpclient.url import URL
 from locust import FastHttpUser, constant, task
 from locust.env import Environment
 from locust.exception import StopUser
 
+from harness.load.arrivals import ArrivalClock, ArrivalWorkers
 from harness.load.client import Cut, Exchange, RequestOptions, send
 from harness.load.guard import LoadGuard, frozen_heap
 from harness.load.openai_api import Endpoint, request_body
@@ -132,6 +132,7 @@ class LoadSchedule:
             self.plan.workload
         )  # tokens of replies sent without usage
         ep = self.plan.endpoint
+        self.workers: ArrivalWorkers | None = None  # the open loop's request greenlets
         self.http = user.client.client.clientpool.get_client(URL(ep.base_url + ep.path))
         self.group = user.state.group
         self.wire_prefix = f"{self.plan.run_id or 'harness'}-"
@@ -175,7 +176,7 @@ class LoadSchedule:
 
     def _open_loop(self, arrival: OpenArrival) -> None:
         load = self.plan.scenario.load
-        sem = BoundedSemaphore(arrival.max_concurrency)
+        workers = self.workers = ArrivalWorkers(self.group, arrival.max_concurrency, self._guarded)
         offsets = arrival_offsets(
             load.segments(),
             seed=self.plan.scenario.workload.seed + 7919 * self.plan.worker_index,
@@ -183,17 +184,18 @@ class LoadSchedule:
             share=self.plan.share,
             limit=self._limit(),
         )
-        stop = self.user.state.stop_sending
-        for index, offset in enumerate(offsets):
-            intended = self.t_start + offset
-            delay = intended - time.monotonic()
-            if delay > 0 and stop.wait(timeout=delay):
-                break
-            if stop.is_set():
-                break
-            # How late the generator itself woke: queueing behind max_concurrency is not in it.
-            self.user.state.dispatch_lags.append(time.monotonic() - intended)
-            self.group.spawn(self._capped, sem, self._request_id(index), intended)
+        clock = ArrivalClock(self.user.state.stop_sending)
+        try:
+            for index, offset in enumerate(offsets):
+                intended = self.t_start + offset
+                if clock.sleep_until(intended):
+                    break
+                # How late the generator woke: queueing behind max_concurrency is not in it.
+                self.user.state.dispatch_lags.append(time.monotonic() - intended)
+                workers.submit(self._request_id(index), intended)
+        finally:
+            clock.close()
+            workers.close()
 
     def _limit(self) -> int | None:
         """This worker's part of max_requests."""
@@ -202,10 +204,6 @@ class LoadSchedule:
             return None
         n, w = self.plan.worker_count, self.plan.worker_index
         return total // n + (1 if w < total % n else 0)
-
-    def _capped(self, sem: BoundedSemaphore, request_id: int, intended: float) -> None:
-        with sem:
-            self._guarded(request_id, intended)
 
     def _guarded(self, request_id: int, intended: float | None) -> None:
         """A bug in a request greenlet must stop the run, not vanish with the greenlet."""
@@ -252,8 +250,9 @@ class LoadSchedule:
     def _drain(self, timeout_s: float) -> None:
         deadline = max(time.monotonic(), self.send_end) + timeout_s
         self.group.join(timeout=max(0.0, deadline - time.monotonic()))
-        if len(self.group):
-            self.user.state.cut_at_drain += len(self.group)
+        queued = self.workers.queued if self.workers is not None else 0
+        if len(self.group) or queued:  # in flight, and arrivals never sent (over the cap)
+            self.user.state.cut_at_drain += len(self.group) + queued
             self.group.kill(block=True, timeout=10)
 
     def _one(self, session_uid: int, intended: float | None) -> None:

@@ -113,6 +113,23 @@ def test_concurrency_cap_holds_back_arrivals_and_records_the_lag(tmp_path: Path)
     assert code == ExitCode.PASS
 
 
+def test_arrivals_still_queued_behind_the_cap_at_the_drain_s_end_are_counted(
+    tmp_path: Path,
+) -> None:
+    # ~100 arrivals queue behind a cap of 2 in 3 s; a 0.5 s drain cannot send them all.
+    _, run_dir = _run(
+        tmp_path, {}, "load.arrival={type: poisson, rate: 40, max_concurrency: 2}",
+        "load.duration_s=3", "load.drain_timeout_s=0.5",
+    )  # fmt: skip
+    manifest = read_json(run_dir / "manifest.json")
+    recorded = len(read_frame(run_dir))  # the two cut in flight are recorded (as errors)
+    cut = manifest["load"]["cut_at_drain"]
+    assert cut >= 2 + 50  # the two in flight and most of the queue
+    # Every arrival was recorded or counted as never sent (116 arrivals with this seed).
+    assert recorded + (cut - 2) == manifest["load"]["generators"]["local"]["arrivals"]
+    assert any("never sent" in note for note in manifest["notes"])
+
+
 def test_max_requests_ends_the_run_and_rates_use_the_time_load_was_offered(
     tmp_path: Path,
 ) -> None:
