@@ -1,10 +1,11 @@
-"""The open loop's machinery: waking the schedule at each arrival time, and the request
-greenlets the arrivals run on. Both are per-arrival costs, measured on a 64-stream open loop.
+"""The schedule's machinery: waking it at each arrival time (`Alarm`, also the closed loop's
+look at the load profile), and the request greenlets the open loop's arrivals run on. Both
+are per-arrival costs, measured on a 64-stream open loop.
 
 Waking: gevent's `Event.wait(timeout)` ends a timed-out wait by throwing a Timeout into the
 waiting greenlet; a bare timer whose callback is the schedule's own switch costs about 55
 against 125 µs of CPU a wake-up on this project's machine (most of either is the wake-up
-itself). The stop event cuts the sleep short from its link, without a wait of its own.
+itself). The event cuts the sleep short from its link, without a wait of its own.
 
 Greenlets: one spawned per arrival costs more than its spawn: Python 3.11 gives each greenlet
 its own frame stack (a 16 KiB mmap, page faults on first use, a munmap when it dies), gevent
@@ -30,9 +31,10 @@ from gevent.pool import Group
 Job = tuple[int, float]  # (request id, intended send time)
 
 
-class ArrivalClock:
-    """Sleeps the schedule's greenlet to each arrival time; a set `stop` event ends the sleep
-    at once. `close()` when the schedule is over."""
+class Alarm:
+    """Sleeps the schedule's greenlet to a time (each arrival's, or the closed loop's next
+    look at the load profile); a set `stop` event ends the sleep at once. `close()` when the
+    schedule is over."""
 
     def __init__(self, stop: Event) -> None:
         self._stop = stop

@@ -26,7 +26,7 @@ from locust import FastHttpUser, constant, task
 from locust.env import Environment
 from locust.exception import StopUser
 
-from harness.load.arrivals import ArrivalClock, ArrivalWorkers
+from harness.load.arrivals import Alarm, ArrivalWorkers
 from harness.load.client import Cut, Exchange, RequestOptions, send
 from harness.load.guard import LoadGuard, frozen_heap
 from harness.load.openai_api import Endpoint, request_body
@@ -184,17 +184,17 @@ class LoadSchedule:
             share=self.plan.share,
             limit=self._limit(),
         )
-        clock = ArrivalClock(self.user.state.stop_sending)
+        alarm = Alarm(self.user.state.stop_sending)
         try:
             for index, offset in enumerate(offsets):
                 intended = self.t_start + offset
-                if clock.sleep_until(intended):
+                if alarm.sleep_until(intended):
                     break
                 # How late the generator woke: queueing behind max_concurrency is not in it.
                 self.user.state.dispatch_lags.append(time.monotonic() - intended)
                 workers.submit(self._request_id(index), intended)
         finally:
-            clock.close()
+            alarm.close()
             workers.close()
 
     def _limit(self) -> int | None:
@@ -237,15 +237,19 @@ class LoadSchedule:
                     return
                 self._guarded(self._request_id(index), None)
 
-        while not exhausted.is_set() and not stop.is_set():
-            now = time.monotonic()
-            if now >= self.send_end:
-                break
-            wanted = users_at(segments, now - self.t_start, self.plan.share)
-            for slot in range(wanted):
-                if slot not in users or users[slot].dead:
-                    users[slot] = self.group.spawn(user_loop, slot)
-            exhausted.wait(timeout=min(0.1, max(0.0, self.send_end - time.monotonic())))
+        alarm = Alarm(exhausted)
+        try:
+            while not exhausted.is_set() and not stop.is_set():
+                now = time.monotonic()
+                if now >= self.send_end:
+                    break
+                wanted = users_at(segments, now - self.t_start, self.plan.share)
+                for slot in range(wanted):
+                    if slot not in users or users[slot].dead:
+                        users[slot] = self.group.spawn(user_loop, slot)
+                alarm.sleep_until(min(now + 0.1, self.send_end))
+        finally:
+            alarm.close()
 
     def _drain(self, timeout_s: float) -> None:
         deadline = max(time.monotonic(), self.send_end) + timeout_s

@@ -1,4 +1,4 @@
-"""The open loop's clock and request greenlets, on a real gevent loop (no sockets needed)."""
+"""The schedule's alarm and the open loop's request greenlets, on a real gevent loop."""
 
 from __future__ import annotations
 
@@ -9,43 +9,43 @@ import pytest
 from gevent.event import Event
 from gevent.pool import Group
 
-from harness.load.arrivals import ArrivalClock, ArrivalWorkers
+from harness.load.arrivals import Alarm, ArrivalWorkers
 
 
-def test_the_clock_wakes_at_the_time_asked_not_before() -> None:
+def test_the_alarm_wakes_at_the_time_asked_not_before() -> None:
     stop = Event()
-    clock = ArrivalClock(stop)
+    alarm = Alarm(stop)
     woke: list[float] = []
 
     def schedule() -> None:
         start = time.monotonic()
         for k in range(1, 6):
-            assert not clock.sleep_until(start + 0.01 * k)
+            assert not alarm.sleep_until(start + 0.01 * k)
             woke.append(time.monotonic() - (start + 0.01 * k))
 
     gevent.spawn(schedule).get(timeout=5)
-    clock.close()
+    alarm.close()
     # libev's clock is the loop turn's: a timer may fire up to a turn early, never much.
     assert all(-0.002 < lag < 0.5 for lag in woke), woke
 
 
 def test_a_stop_ends_a_long_sleep_at_once_and_every_sleep_after() -> None:
     stop = Event()
-    clock = ArrivalClock(stop)
+    alarm = Alarm(stop)
     gevent.spawn_later(0.05, stop.set)
-    sleeper = gevent.spawn(clock.sleep_until, time.monotonic() + 30)
+    sleeper = gevent.spawn(alarm.sleep_until, time.monotonic() + 30)
     assert sleeper.get(timeout=5) is True  # would block 30 s if the stop did not cut it
-    assert clock.sleep_until(time.monotonic() + 30) is True  # set: no sleep at all
-    clock.close()
+    assert alarm.sleep_until(time.monotonic() + 30) is True  # set: no sleep at all
+    alarm.close()
 
 
-def test_a_past_time_does_not_sleep_and_a_closed_clock_ignores_the_stop() -> None:
+def test_a_past_time_does_not_sleep_and_a_closed_alarm_ignores_the_stop() -> None:
     stop = Event()
-    clock = ArrivalClock(stop)
-    assert clock.sleep_until(time.monotonic() - 1) is False
+    alarm = Alarm(stop)
+    assert alarm.sleep_until(time.monotonic() - 1) is False
     assert stop.linkcount() == 1
-    clock.close()
-    assert stop.linkcount() == 0  # a clock left behind is not woken by a later stop
+    alarm.close()
+    assert stop.linkcount() == 0  # a alarm left behind is not woken by a later stop
 
 
 def run_workers(cap: int, arrivals: int, hold_s: float) -> tuple[list[int], dict[int, int], int]:
