@@ -94,12 +94,21 @@ class ArrivalWorkers:
         """Start the request now on a free worker, or queue it behind the cap."""
         job = (request_id, intended)
         if self._idle:
-            self._hub.loop.run_callback(self._idle.pop().switch, job)
+            self._hub.loop.run_callback(self._deliver, self._idle.pop(), job)
         elif self._live < self._cap:
             self._live += 1
             self._group.spawn(self._work, job)
         else:
             self._queued.append(job)
+
+    def _deliver(self, worker: Any, job: Job) -> None:
+        """Runs in the hub: the parked worker takes the job. One killed since it was picked
+        (the run is stopping) leaves it queued: taken by a worker still live, or counted as
+        never sent."""
+        if worker.dead:
+            self._queued.appendleft(job)
+        else:
+            worker.switch(job)
 
     def close(self) -> None:
         """No more arrivals: parked workers end now, busy ones after their request (and the
@@ -107,7 +116,8 @@ class ArrivalWorkers:
         self._closed = True
         idle, self._idle = self._idle, []
         for worker in idle:
-            self._hub.loop.run_callback(worker.switch, None)
+            if not worker.dead:
+                self._hub.loop.run_callback(worker.switch, None)
 
     def _work(self, job: Job | None) -> None:
         try:

@@ -126,6 +126,18 @@ def test_killing_the_group_ends_parked_and_busy_workers() -> None:
     assert len(group) == 0
 
 
+def test_a_job_for_a_worker_killed_after_it_was_picked_stays_queued() -> None:
+    group = Group()
+    workers = ArrivalWorkers(group, 2, lambda rid, t: None)
+    workers.submit(0, 0.0)
+    gevent.sleep(0.01)  # parked
+    (parked,) = list(group)
+    group.kill(block=True, timeout=5)  # the stop's kill, before the hand-over ran
+    workers._deliver(parked, (1, 0.0))
+    assert workers.queued == 1  # not lost: counted as never sent if no worker takes it
+    workers.close()
+
+
 def test_a_cap_below_one_is_refused() -> None:
     with pytest.raises(ValueError, match="cap must be at least 1"):
         ArrivalWorkers(Group(), 0, lambda rid, t: None)

@@ -114,6 +114,7 @@ class Measured:
     lag_ms: tuple[float, float] | None = None  # harness: event-loop lag p99, max
     startup: tuple[float, float] | None = None  # harness: CPU s, wall s to the first request
     stages: dict[str, float] = field(default_factory=dict)
+    steal: float | None = None  # the client core's time taken by the hypervisor, share of wall
 
     @property
     def per_cpu_s(self) -> float:
@@ -161,6 +162,26 @@ class TreeCpu:
 def _cores() -> tuple[set[int] | None, set[int] | None]:
     cores = sorted(os.sched_getaffinity(0))
     return ({cores[0]}, {cores[1]}) if len(cores) >= 2 else (None, None)
+
+
+def _steal_s(cores: set[int] | None) -> tuple[float, float]:
+    """(now, the hypervisor's steal time so far on these cores, in seconds) from /proc/stat:
+    a run whose core was taken away from it shows its stalls here, whichever client ran."""
+    total = 0
+    with open("/proc/stat", encoding="ascii") as stat:
+        for line in stat:
+            name, *fields = line.split()
+            if (cores is None and name == "cpu") or (
+                cores is not None and name.startswith("cpu") and name[3:].isdigit()
+                and int(name[3:]) in cores
+            ):  # fmt: skip
+                total += int(fields[7]) if len(fields) > 7 else 0
+    return time.monotonic(), total / TICK
+
+
+def _steal_share(start: tuple[float, float], cores: set[int] | None) -> float:
+    end = _steal_s(cores)
+    return (end[1] - start[1]) / max(end[0] - start[0], 1e-9)
 
 
 def _spawn(
@@ -233,17 +254,20 @@ def run_client(name: str, streams: int, loop: str, warmup: float, duration: floa
                 args += ["--rate", f"{rate_of(streams):.3f}"]
             # vLLM's client draws its progress bar (as `vllm bench serve` does): not in the log.
             err = subprocess.DEVNULL if name == "vllm" else None
+            steal0 = _steal_s(cores)
             proc = _spawn(args, cores, stderr=err)
             _perf(proc.pid, name, streams, loop, warmup + 1.0, duration - 2.0)
             if proc.wait(timeout=warmup + duration + 90) != 0:
                 raise SystemExit(f"{name} client failed with {proc.returncode}")
+            steal = _steal_share(steal0, cores)
         finally:
             sent = server.sent()
         with np.load(out) as got:
             ttft, itl, unmatched = errors_ms(got["rid"], got["idx"], got["t_arrival"], sent)
             return Measured(chunks=len(got["rid"]), wall_s=float(got["wall_s"]),
                             cpu_s=float(got["cpu_s"]), ttft_ms=ttft, itl_ms=itl,
-                            failed=int(got["failed"]), unmatched=unmatched)  # fmt: skip
+                            failed=int(got["failed"]), unmatched=unmatched,
+                            steal=steal)  # fmt: skip
 
 
 def run_harness(
@@ -265,6 +289,7 @@ def run_harness(
         scenario.write_text(scenario_yaml(server.url, streams, loop, warmup, duration), "utf-8")
         out = tmp / "results"
         t_exec = time.monotonic()
+        steal0 = _steal_s(cores)
         try:
             proc = _spawn([PY, "-m", "harness", "run", str(scenario), "--out", str(out),
                            "--no-report"], cores, cwd=root, stdout=subprocess.DEVNULL)  # fmt: skip
@@ -273,6 +298,7 @@ def run_harness(
             _perf(proc.pid, name, streams, loop, warmup + 2.0, duration - 2.0)
             spy = _profile(proc.pid, out, warmup, duration) if profile else None
             code = proc.wait(timeout=warmup + duration + 120)
+            steal = _steal_share(steal0, cores)
             cpu.stop()
             stacks = spy() if spy is not None else None
         finally:
@@ -299,7 +325,7 @@ def run_harness(
             chunks=int(inside.sum()), wall_s=hi - lo, cpu_s=cpu.at(hi) - cpu.at(lo),
             ttft_ms=ttft, itl_ms=itl, failed=failed, unmatched=unmatched,
             lag_ms=(guard["lag_p99_s"] * 1e3, guard["lag_max_s"] * 1e3),
-            startup=(cpu.at(tl["t_start"]), tl["t_start"] - t_exec),
+            startup=(cpu.at(tl["t_start"]), tl["t_start"] - t_exec), steal=steal,
             stages=classify(stacks) if stacks is not None else {},
         )  # fmt: skip
 
@@ -541,6 +567,7 @@ def main() -> None:
                     runs[name].append(m)
                     extra = f" lag p99 {m.lag_ms[0]:.2f} ms" if m.lag_ms else ""
                     extra += f" start-up {m.startup[0]:.2f} CPU-s" if m.startup else ""
+                    extra += f" steal {m.steal:.1%}" if m.steal is not None else ""
                     print(f"  {streams:4d} {loop:6s} {name:9s} {m.per_cpu_s:8,.0f} chunks/CPU-s "
                           f"TTFT err p50 {m.ttft_ms[0]:5.2f} p99 {m.ttft_ms[1]:6.2f} ms "
                           f"ITL err p99 {m.itl_ms[1]:6.2f} ms failed {m.failed} "
