@@ -309,7 +309,8 @@ def run_harness(
         manifest = json.loads((run_dir / "manifest.json").read_text(encoding="utf-8"))
         tl, guard = manifest["timeline"], manifest["load"]["generators"]["local"]
         table = pq.read_table(run_dir / "records.parquet",
-                              columns=["request_id", "chunk_times", "error"])  # fmt: skip
+                              columns=["request_id", "chunk_times", "error", "error_detail",
+                                       "phase"])  # fmt: skip
         lengths = np.array([len(c) for c in table["chunk_times"].to_pylist()], dtype=np.int64)
         rid = np.repeat(table["request_id"].to_numpy(), lengths)
         times = np.concatenate(
@@ -320,7 +321,12 @@ def run_harness(
         lo, hi = tl["measure_start"], tl["measure_end"]
         inside = (times >= lo) & (times < hi)
         ttft, itl, unmatched = errors_ms(rid[inside], idx[inside], times[inside], sent)
-        failed = int(sum(e is not None for e in table["error"].to_pylist()))
+        errors = [(e, d, p) for e, d, p in zip(table["error"].to_pylist(),
+                  table["error_detail"].to_pylist(), table["phase"].to_pylist(), strict=True)
+                  if e is not None]  # fmt: skip
+        for (error, detail, phase), n in Counter(errors).most_common(5):
+            print(f"    failed: {n} x {error} in {phase}: {detail[:160]}", flush=True)
+        failed = len(errors)
         return Measured(
             chunks=int(inside.sum()), wall_s=hi - lo, cpu_s=cpu.at(hi) - cpu.at(lo),
             ttft_ms=ttft, itl_ms=itl, failed=failed, unmatched=unmatched,
