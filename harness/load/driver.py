@@ -1,4 +1,4 @@
-"""Locust at the edge: one driver user per load generator, a greenlet per request.
+"""Locust at the edge: one driver user per load generator, a greenlet per request in flight.
 
 Locust has no open-loop arrival model, so the driver sleeps to absolute Poisson times
 and hands each arrival to a request greenlet (reused, capped: `load.arrivals`); closed loop
